@@ -1,0 +1,134 @@
+"""A tiny Transformer whose normalization layer is a parameter (nanoGPT-sized, or smaller)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .masking import attention_mask
+from .norms import make_norm
+
+__all__ = ["TransformerConfig", "TinyTransformer", "Block"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    vocab_size: int = 64
+    block_size: int = 64  # longest sequence the position embedding covers
+    n_layer: int = 2
+    n_head: int = 2
+    n_embd: int = 32
+    norm: str = "layer"  # any make_norm kind: "layer", "batch", "masked_batch", "rms", "none", ...
+    norm_position: str = "pre"  # "pre": x + f(norm(x)) (GPT-2 and later); "post": norm(x + f(x)) (Vaswani et al.)
+    causal: bool = True  # causal attention for a language model; False for a classifier
+    n_classes: Optional[int] = None  # None: LM head over the vocabulary; int: mean-pooled classifier head
+    mlp_ratio: int = 4
+
+    def __post_init__(self) -> None:
+        if self.norm_position not in ("pre", "post"):
+            raise ValueError(f"expected norm_position 'pre' or 'post', got {self.norm_position!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"expected n_embd divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"expected {name} >= 1, got {getattr(self, name)}")
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.n_head, self.causal = cfg.n_head, cfg.causal
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=-1)  # each (B, T, C)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        mask = attention_mask(padding_mask, T, self.causal)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(x.device))
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One Transformer block: attention and MLP, each wrapped with a norm and a residual."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.pre = cfg.norm_position == "pre"
+        self.norm1 = make_norm(cfg.norm, cfg.n_embd)
+        self.attn = SelfAttention(cfg)
+        self.norm2 = make_norm(cfg.norm, cfg.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd),
+        )
+
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        m = padding_mask
+        if self.pre:  # x + f(norm(x))
+            x = x + self.attn(self.norm1(x, m), m)
+            return x + self.mlp(self.norm2(x, m))
+        x = self.norm1(x + self.attn(x, m), m)  # norm(x + f(x))
+        return self.norm2(x + self.mlp(x), m)
+
+
+class TinyTransformer(nn.Module):
+    """Token + position embeddings, ``n_layer`` blocks, and an LM or classifier head.
+
+    ``forward(idx, padding_mask=None)`` takes token ids (B, T) and returns logits:
+    (B, T, vocab_size) for a language model, (B, n_classes) for a classifier (mean
+    over the real tokens). The padding mask (True = pad) reaches every norm and
+    every attention layer.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        # Pre-norm stacks end with a final norm (GPT-2); post-norm outputs are already normalized.
+        self.norm_f = make_norm(cfg.norm if cfg.norm_position == "pre" else "none", cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, cfg.n_classes or cfg.vocab_size)
+
+    def forward(self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self._check(idx, padding_mask)
+        B, T = idx.shape
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, padding_mask)
+        x = self.norm_f(x, padding_mask)
+        if self.cfg.n_classes is None:
+            return self.head(x)  # (B, T, vocab_size)
+        real = torch.ones(B, T, 1, device=x.device) if padding_mask is None else (~padding_mask)[..., None].to(x.dtype)
+        pooled = (x * real).sum(1) / real.sum(1)  # (B, C): mean over real tokens
+        return self.head(pooled)  # (B, n_classes)
+
+    def _check(self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> None:
+        if idx.dim() != 2 or idx.dtype != torch.long:
+            raise ValueError(f"expected token ids of shape (B, T) and dtype long, got {tuple(idx.shape)} {idx.dtype}")
+        if idx.shape[1] > self.cfg.block_size:
+            raise ValueError(f"expected T <= block_size={self.cfg.block_size}, got T={idx.shape[1]}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.cfg.vocab_size):
+            raise ValueError(
+                f"expected token ids in [0, {self.cfg.vocab_size}), got range [{int(idx.min())}, {int(idx.max())}]"
+            )
+        if padding_mask is not None:
+            if padding_mask.dtype != torch.bool or padding_mask.shape != idx.shape:
+                raise ValueError(
+                    f"expected a bool padding_mask of shape {tuple(idx.shape)}, "
+                    f"got {padding_mask.dtype} of shape {tuple(padding_mask.shape)}"
+                )
+            if bool(padding_mask.all(dim=1).any()):
+                raise ValueError("expected every sequence to have at least one real token, got an all-padding row")
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
