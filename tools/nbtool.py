@@ -40,6 +40,7 @@ def colab_cell_source(url: str, branch: str = "main") -> str:
 def colab_cell(url: str) -> dict:
     return {
         "cell_type": "code",
+        "id": "colab-install",
         "execution_count": None,
         "metadata": {"tags": ["remove-cell", COLAB_TAG]},
         "outputs": [],
@@ -60,7 +61,10 @@ def fixed(nb: dict, url: str) -> dict:
     cells = [c for c in nb["cells"] if COLAB_TAG not in c.get("metadata", {}).get("tags", [])]
     title = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), 0)
     cells.insert(title + 1, colab_cell(url))  # right after the title cell
+    for i, cell in enumerate(cells):
+        cell.setdefault("id", f"cell-{i}")  # nbformat 4.5 wants an id on every cell
     nb["cells"] = cells
+    nb["nbformat"], nb["nbformat_minor"] = 4, max(nb.get("nbformat_minor", 5), 5)
     return nb
 
 

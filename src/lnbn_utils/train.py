@@ -98,9 +98,9 @@ def train(
         loss.backward()
         max_norm = grad_clip if grad_clip is not None else math.inf
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        hist.train_loss.append(float(loss))
+        hist.train_loss.append(float(loss.detach()))
         hist.grad_norm.append(float(gnorm))
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(hist.train_loss[-1]):
             break
         opt.step()
         if val_batches and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):

@@ -1,0 +1,38 @@
+# One-command setup, build and test. Without make, see README.md for the plain commands.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+JOBS   ?= 2
+
+.PHONY: setup book test test-lib test-notebooks test-build clean
+
+setup: $(STAMP)
+
+# (Re)install when requirements.txt or pyproject.toml change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+book: setup
+	$(BIN)/jupyter-book build .
+	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+test: setup test-lib test-notebooks test-build
+
+test-lib: setup
+	$(BIN)/python tools/nbtool.py --check
+	$(BIN)/pytest -q tests -n $(JOBS)
+
+# One kernel per notebook (--dist loadfile), both cores; the assert cells are the checks.
+test-notebooks: setup
+	$(BIN)/pytest -q --nbval-lax --dist loadfile -n $(JOBS) book --durations=0
+
+test-build: setup
+	$(BIN)/jupyter-book build . -W --keep-going
+	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+clean:
+	rm -rf _build

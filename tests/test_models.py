@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+import lnbn_utils as lu
+
+KINDS = ["layer", "batch", "masked_batch", "rms", "none"]
+
+
+def tiny(**kw):
+    base = dict(vocab_size=11, block_size=12, n_layer=2, n_head=2, n_embd=16)
+    base.update(kw)
+    return lu.TinyTransformer(lu.TransformerConfig(**base))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("position", ["pre", "post"])
+def test_lm_forward_and_backward(kind, position):
+    torch.manual_seed(0)
+    model = tiny(norm=kind, norm_position=position)
+    idx = torch.randint(11, (3, 10))
+    logits = model(idx)
+    assert logits.shape == (3, 10, 11)
+    lu.lm_loss(model, (idx, idx)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_lm_is_causal_with_layernorm():
+    torch.manual_seed(0)
+    model = tiny(norm="layer").eval()
+    idx = torch.randint(11, (2, 10))
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 11
+    torch.testing.assert_close(model(idx)[:, :6], model(changed)[:, :6])
+
+
+def test_classifier_ignores_padding_with_layernorm_and_masked_bn():
+    task = lu.VariableLengthTask(vocab_size=11, min_len=3, max_len=6)
+    tokens, mask, _ = task.batch(4, torch.Generator().manual_seed(0))
+    longer, longer_mask = (torch.nn.functional.pad(t, (0, 5), value=v) for t, v in ((tokens, 0), (mask, True)))
+    for kind in ["layer", "masked_batch"]:
+        torch.manual_seed(0)
+        model = tiny(norm=kind, causal=False, n_classes=2)
+        model.train()
+        torch.testing.assert_close(model(tokens, mask), model(longer, longer_mask))
+        assert model(tokens, mask).shape == (4, 2)
+
+
+def test_config_is_frozen_and_validated():
+    cfg = lu.TransformerConfig()
+    with pytest.raises(Exception):
+        cfg.n_layer = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="norm_position"):
+        lu.TransformerConfig(norm_position="middle")
+    with pytest.raises(ValueError, match="divisible"):
+        lu.TransformerConfig(n_embd=10, n_head=3)
+    with pytest.raises(ValueError, match="unknown norm kind"):
+        tiny(norm="group")
+
+
+def test_model_rejects_bad_input():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"expected token ids of shape \(B, T\)"):
+        model(torch.zeros(2, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="block_size=12"):
+        model(torch.zeros(1, 13, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"in \[0, 11\)"):
+        model(torch.full((1, 3), 11))
+    with pytest.raises(ValueError, match="bool padding_mask"):
+        model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="all-padding row"):
+        model(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[False] * 3, [True] * 3]))
