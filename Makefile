@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 2
 
-.PHONY: setup book test test-lib test-notebooks test-build test-browser clean
+.PHONY: setup book test test-lib test-notebooks test-build test-browser test-colab clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,16 @@ test-browser: setup
 	$(BIN)/jupyter-book build .
 	LNBN_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/browser
 	@echo "Screenshots: $(CURDIR)/_build/screenshots/"
+
+# The Colab path: a fresh venv with only torch, matplotlib and a kernel (as on Colab); each notebook's
+# hidden install cell installs lnbn_utils from a clone of this repository's committed HEAD.
+COLAB_VENV := _build/colab-venv
+test-colab:
+	rm -rf $(COLAB_VENV) _build/colab-repo
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install --quiet torch==2.13.0 matplotlib==3.11.2 ipykernel==7.4.0 nbclient==0.11.0
+	git clone --quiet . _build/colab-repo && git -C _build/colab-repo checkout --quiet -B main
+	LNBN_INSTALL_FROM=file://$(CURDIR)/_build/colab-repo JOBS=$(JOBS) $(COLAB_VENV)/bin/python tools/colab_check.py
 
 clean:
 	rm -rf _build
