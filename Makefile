@@ -50,7 +50,7 @@ test-colab:
 	$(PYTHON) -m venv $(COLAB_VENV)
 	$(COLAB_VENV)/bin/python -m pip install --quiet torch==2.13.0 matplotlib==3.11.2 ipykernel==7.4.0 nbclient==0.11.0
 	git clone --quiet . _build/colab-repo && git -C _build/colab-repo checkout --quiet -B main
-	LNBN_INSTALL_FROM=file://$(CURDIR)/_build/colab-repo JOBS=$(JOBS) $(COLAB_VENV)/bin/python tools/colab_check.py
+	LNBN_INSTALL_FROM=file://$(CURDIR)/_build/colab-repo JOBS=$(JOBS) $(COLAB_VENV)/bin/python tools/colab_check.py _build/colab-repo/book
 
 clean:
 	rm -rf _build

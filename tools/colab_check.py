@@ -1,6 +1,6 @@
 """Run every chapter the way Colab does: a bare environment, then the notebook's own install cell.
 
-    make test-colab
+    make test-colab                     # or: python tools/colab_check.py [BOOK_DIR]
 
 The Makefile builds a fresh virtual environment holding only torch, matplotlib and a
 Jupyter kernel (what Colab has; no lnbn_utils, no myst-nb), then runs this script with
@@ -43,7 +43,8 @@ def main() -> int:
         return 2
     except ImportError:
         pass
-    notebooks = sorted((ROOT / "book").glob("*.ipynb"))
+    book = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "book"
+    notebooks = sorted(book.glob("*.ipynb"))
     results = [run(notebooks[0])]  # the first install runs alone; the others then find it done
     with ThreadPoolExecutor(max_workers=int(os.environ.get("JOBS", "2"))) as pool:
         results += list(pool.map(run, notebooks[1:]))

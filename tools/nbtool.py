@@ -33,7 +33,7 @@ def colab_cell_source(url: str, branch: str = "main") -> str:
         "import os, sys\n"
         'if "google.colab" in sys.modules or os.environ.get("LNBN_INSTALL_FROM"):\n'
         f'    REPO = os.environ.get("LNBN_INSTALL_FROM", "{url}")\n'
-        f'    %pip install -q "lnbn_utils @ git+{{REPO}}@{branch}"'
+        f'    %pip install -q "git+{{REPO}}@{branch}"  # no reinstall of torch: it is already there'
     )
 
 
