@@ -3,10 +3,12 @@
     import lnbn_utils as lu
     norm = lu.make_norm("masked_batch", 32)
 """
+from .batching import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .distributed import *  # noqa: F401,F403
 from .folding import *  # noqa: F401,F403
 from .glue import *  # noqa: F401,F403
+from .jacobian import *  # noqa: F401,F403
 from .masking import *  # noqa: F401,F403
 from .memory import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
@@ -15,6 +17,6 @@ from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
-from . import data, distributed, folding, glue, masking, memory, models, norms, plotting, probes, repro, train  # noqa: F401
+from . import batching, data, distributed, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repro, train  # noqa: F401
 
 __version__ = "0.1.0"

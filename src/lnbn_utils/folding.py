@@ -1,4 +1,126 @@
-"""folding (being written)"""
+"""Fold an eval-mode BatchNorm into the adjacent Linear layer (chapter 4).
+
+At inference a BatchNorm uses its running statistics, so it is a fixed
+per-channel affine map ``y = scale * x + shift`` with
+
+    scale = weight / sqrt(running_var + eps),   shift = bias - scale * running_mean
+
+(Ioffe & Szegedy, 2015). An affine map next to a Linear layer is absorbed into
+that layer's weight and bias, and the BatchNorm disappears from the network.
+LayerNorm cannot be folded: its statistics come from the token being normalized,
+so it is not affine in x (``LN(2 x) = LN(x)``).
+
+Both orders are covered:
+
+* ``fold_linear_bn``: Linear, then BN (a post-norm layer, a conv-BN block);
+* ``fold_bn_linear``: BN, then Linear (the pre-norm block: the norm feeds ``qkv``
+  and the first MLP layer).
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import copy
+
+import torch
+import torch.nn as nn
+
+from .models import TinyTransformer
+from .norms import MaskedBatchNorm, NoNorm
+
+__all__ = ["bn_scale_shift", "fold_linear_bn", "fold_bn_linear", "fold_batchnorm_model"]
+
+
+def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode BatchNorm as a per-channel affine map: ``(scale, shift)``, each (C,).
+
+    Accepts ``nn.BatchNorm1d`` (so ``TokenBatchNorm``) and ``MaskedBatchNorm``; the
+    layer must track running statistics. A missing weight/bias counts as 1/0.
+    """
+    if not isinstance(bn, (nn.modules.batchnorm._BatchNorm, MaskedBatchNorm)):
+        raise ValueError(f"expected a BatchNorm layer (nn.BatchNorm1d or MaskedBatchNorm), got {type(bn).__name__}")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("expected a BatchNorm with running statistics (track_running_stats=True), got none")
+    with torch.no_grad():
+        weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        scale = weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+        shift = bias - scale * bn.running_mean  # (C,)
+    return scale.detach().clone(), shift.detach().clone()
+
+
+def _check_linear(linear: nn.Module, dim: str, expected: int) -> None:
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f"expected an nn.Linear, got {type(linear).__name__}")
+    got = getattr(linear, dim)
+    if got != expected:
+        raise ValueError(f"expected a Linear with {dim}={expected} (the BatchNorm's channels), got {dim}={got}")
+
+
+def _new_linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    out = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
+    return out
+
+
+def fold_linear_bn(linear: nn.Linear, bn: nn.Module) -> nn.Linear:
+    """One Linear equal to ``bn(linear(x))`` with ``bn`` in eval mode (Linear, then BN).
+
+    ``s * (W x + b) + t = (s[:, None] * W) x + (s * b + t)``.
+
+    Shape: ``linear`` maps (..., C_in) -> (..., C); ``bn`` has C channels.
+
+    Example:
+        >>> lin, bn = nn.Linear(4, 3), nn.BatchNorm1d(3).eval()
+        >>> fold_linear_bn(lin, bn)(torch.ones(2, 4)).shape
+        torch.Size([2, 3])
+    """
+    scale, shift = bn_scale_shift(bn)
+    _check_linear(linear, "out_features", scale.numel())
+    with torch.no_grad():
+        b = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+        return _new_linear(scale[:, None] * linear.weight, scale * b + shift)
+
+
+def fold_bn_linear(bn: nn.Module, linear: nn.Linear) -> nn.Linear:
+    """One Linear equal to ``linear(bn(x))`` with ``bn`` in eval mode (BN, then Linear: pre-norm).
+
+    ``W (s * x + t) + b = (W * s[None, :]) x + (W t + b)``.
+
+    Shape: ``bn`` has C channels; ``linear`` maps (..., C) -> (..., C_out).
+    """
+    scale, shift = bn_scale_shift(bn)
+    _check_linear(linear, "in_features", scale.numel())
+    with torch.no_grad():
+        b = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+        return _new_linear(linear.weight * scale[None, :], linear.weight @ shift + b)
+
+
+def fold_batchnorm_model(model: TinyTransformer) -> TinyTransformer:
+    """An eval-mode copy of a pre-norm BatchNorm ``TinyTransformer`` with every norm folded away.
+
+    In a pre-norm block each norm feeds exactly one Linear (``norm1`` -> ``attn.qkv``,
+    ``norm2`` -> ``mlp[0]``, ``norm_f`` -> ``head``), so every norm is absorbed and
+    replaced by ``NoNorm``. A post-norm BatchNorm also feeds the residual stream and
+    cannot be removed this way. Only for language-model heads (``n_classes=None``):
+    a classifier pools between ``norm_f`` and ``head`` (still affine, but kept simple here).
+    """
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(model, TinyTransformer) or cfg is None:
+        raise ValueError(f"expected a TinyTransformer, got {type(model).__name__}")
+    if cfg.norm_position != "pre" or cfg.n_classes is not None:
+        raise ValueError(
+            "expected a pre-norm language model (norm_position='pre', n_classes=None), "
+            f"got norm_position={cfg.norm_position!r}, n_classes={cfg.n_classes!r}"
+        )
+    folded = copy.deepcopy(model).eval()
+    pairs = [(blk, "norm1", blk.attn, "qkv") for blk in folded.blocks]
+    pairs += [(blk, "norm2", blk.mlp, "0") for blk in folded.blocks]
+    pairs += [(folded, "norm_f", folded, "head")]
+    for owner, norm_name, lin_owner, lin_name in pairs:
+        norm = getattr(owner, norm_name)
+        if not isinstance(norm, (nn.modules.batchnorm._BatchNorm, MaskedBatchNorm)):
+            raise ValueError(f"expected BatchNorm layers (cfg.norm 'batch' or 'masked_batch'), got {type(norm).__name__}")
+        lin_owner._modules[lin_name] = fold_bn_linear(norm, lin_owner._modules[lin_name])
+        setattr(owner, norm_name, NoNorm(norm.num_features))
+    return folded

@@ -1,0 +1,146 @@
+"""How sequences are grouped into batches, and what that does to a classifier's inputs.
+
+A batching is a list of index tensors into a dataset of N sequences; each batch is
+padded to its longest member (or to a fixed T). Two strategies are compared in the
+book: random batches (the default of most data loaders) and length buckets
+(sort by length, cut into consecutive batches, shuffle the batch order), which wastes
+almost no padding but makes every batch homogeneous in length.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .masking import lengths_to_padding_mask
+
+__all__ = [
+    "random_batches",
+    "bucketed_batches",
+    "single_batches",
+    "batch_token_counts",
+    "predict_batched",
+]
+
+
+def _check_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.numel() == 0 or lengths.dtype.is_floating_point:
+        raise ValueError(f"expected a non-empty 1-D integer tensor of lengths, got {lengths.dtype} of shape {tuple(lengths.shape)}")
+    if int(lengths.min()) < 1:
+        raise ValueError(f"expected every length >= 1, got min {int(lengths.min())}")
+    return lengths
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"expected batch_size to be a positive int, got {batch_size!r}")
+
+
+def random_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A random permutation of ``range(n)`` cut into batches of ``batch_size`` (the last may be smaller).
+
+    Example:
+        >>> [b.tolist() for b in random_batches(5, 2, torch.Generator().manual_seed(0))]
+        [[4, 0], [1, 3], [2]]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"expected n to be a positive int, got {n!r}")
+    _check_batch_size(batch_size)
+    return list(torch.randperm(n, generator=generator).split(batch_size))
+
+
+def bucketed_batches(
+    lengths: torch.Tensor | Sequence[int], batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Length buckets: sort by length (ties in random order), cut into batches, shuffle the batches.
+
+    Each batch holds sequences of (nearly) the same length, so padding is minimal,
+    but the number of real tokens per batch now follows the length of its bucket.
+    """
+    lengths = _check_lengths(lengths)
+    _check_batch_size(batch_size)
+    perm = torch.randperm(len(lengths), generator=generator)  # random tie-breaking
+    order = perm[torch.argsort(lengths[perm], stable=True)]
+    batches = list(order.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def single_batches(n: int) -> list[torch.Tensor]:
+    """One sequence per batch, in order: no padding and no other sequence in the batch."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"expected n to be a positive int, got {n!r}")
+    return list(torch.arange(n).split(1))
+
+
+def batch_token_counts(
+    lengths: torch.Tensor | Sequence[int], batches: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real tokens and padded slots (B * longest length) of every batch.
+
+    Returns:
+        ``(real, padded)``, two long tensors of shape (n_batches,); the padding
+        fraction of batch i is ``1 - real[i] / padded[i]``.
+    """
+    lengths = _check_lengths(lengths)
+    if len(batches) == 0:
+        raise ValueError("expected at least one batch, got an empty list")
+    real = torch.stack([lengths[b].sum() for b in batches])
+    padded = torch.stack([lengths[b].max() * len(b) for b in batches])
+    return real, padded
+
+
+@torch.no_grad()
+def predict_batched(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    lengths: torch.Tensor | Sequence[int],
+    batches: Sequence[torch.Tensor],
+    mode: str = "eval",
+    T: Optional[int] = None,
+    pad_id: int = 0,
+) -> torch.Tensor:
+    """Classifier logits for every sequence, computed batch by batch; the model is left unchanged.
+
+    Each batch is cut from ``tokens`` and padded to its longest member (or to ``T``)
+    with its padding mask. In mode "train" BatchNorm layers normalize with the
+    batch's own statistics (their running statistics are saved and restored); in
+    "eval" with the running statistics. No gradients, no dropout in these models.
+
+    Args:
+        model: a classifier ``model(tokens, padding_mask) -> (B, n_classes)``.
+        tokens: (N, T_max) token ids, right-padded; only the first ``lengths[i]`` count.
+        lengths: (N,) real lengths.
+        batches: index tensors covering the sequences to predict.
+        mode: "train" (batch statistics) or "eval" (running statistics).
+        T: pad every batch to this length instead of its longest member.
+        pad_id: the token id written at padded positions.
+
+    Returns:
+        (N, n_classes) logits in dataset order (rows not in any batch stay NaN).
+    """
+    lengths = _check_lengths(lengths)
+    if mode not in ("train", "eval"):
+        raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
+    if tokens.dim() != 2 or tokens.shape[0] != len(lengths):
+        raise ValueError(f"expected tokens of shape (N={len(lengths)}, T), got {tuple(tokens.shape)}")
+    was_training, buffers = model.training, copy.deepcopy(list(model.buffers()))
+    model.train(mode == "train")
+    out: Optional[torch.Tensor] = None
+    for b in batches:
+        Tb = int(lengths[b].max()) if T is None else T
+        mask = lengths_to_padding_mask(lengths[b], Tb)  # (B, Tb), validates lengths <= Tb
+        x = torch.full((len(b), Tb), pad_id, dtype=tokens.dtype)
+        n = min(Tb, tokens.shape[1])
+        x[:, :n] = tokens[b, :n].masked_fill(mask[:, :n], pad_id)
+        logits = model(x, mask)  # (B, n_classes)
+        if out is None:
+            out = torch.full((len(lengths), logits.shape[-1]), float("nan"))
+        out[b] = logits
+    for saved, live in zip(buffers, model.buffers()):
+        live.copy_(saved)
+    model.train(was_training)
+    assert out is not None
+    return out
