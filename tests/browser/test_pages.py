@@ -85,6 +85,7 @@ def base_url():
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SERVE))
     handler.log_message = lambda *a, **k: None
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda *a: None  # a browser that closes a connection early is not an error
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
