@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ CDN = re.compile(r'src="https://cdn\.jsdelivr\.net/npm/mathjax@3/es5/([\w.-]+\.j
 
 REQUIRED = os.environ.get("LNBN_REQUIRE_BROWSER") == "1"
 try:
+    from PIL import Image
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 except ImportError:  # pragma: no cover
@@ -120,12 +122,12 @@ def _open(driver, url: str) -> None:
     )
 
 
-def _screenshot(driver, page: str) -> Path:
+def _screenshot(driver, page: str, suffix: str = "") -> Path:
     """Resize the window to the whole page (capped) and save a PNG of it."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight;")
     driver.set_window_size(1280, min(int(height) + 100, 16000))
-    out = SHOTS / (page.replace("/", "_").replace(".html", ".png"))
+    out = SHOTS / (page.replace("/", "_").replace(".html", f"{suffix}.png"))
     driver.get_screenshot_as_file(str(out))
     driver.set_window_size(1280, 1000)
     return out
@@ -151,6 +153,11 @@ def test_page(page, driver, base_url):
     assert not broken, f"{page}: images that did not load: {broken}"
     if page in NOTEBOOK_PAGES:
         assert images, f"{page}: a chapter page without a single figure"
+    # Readable on the dark theme too: every figure is opaque (lu.set_style gives it a white background).
+    for src in {src for src, *_ in images if src.endswith(".png")}:
+        with Image.open(io.BytesIO(urllib.request.urlopen(urllib.parse.urljoin(f"{base_url}/{page}", src)).read())) as im:
+            alpha = im.convert("RGBA").getchannel("A").getextrema()
+        assert alpha[0] == 255, f"{page}: figure {src} has transparent pixels; it would vanish on the dark theme"
 
     errors = driver.execute_script(
         "return document.querySelectorAll('.output.traceback, .output.error, .cell_output .traceback').length;"
@@ -163,6 +170,10 @@ def test_page(page, driver, base_url):
         rendered = driver.execute_script("return document.querySelectorAll('mjx-container').length;")
         failed = driver.execute_script("return document.querySelectorAll('mjx-merror').length;")
         assert rendered >= n_math and failed == 0, f"{page}: {n_math} math spans, {rendered} rendered, {failed} errors"
+
+    driver.execute_script("document.documentElement.dataset.theme = 'dark';")
+    _screenshot(driver, page, suffix="_dark")  # for people to look at
+    driver.execute_script("document.documentElement.dataset.theme = 'light';")
 
     links = driver.execute_script(
         "return [...document.querySelectorAll('a[href]')].map(a => a.href);"
