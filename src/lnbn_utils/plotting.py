@@ -12,6 +12,10 @@ NORM_COLORS = {
     "masked_batch": "#E69F00",
     "rms": "#009E73",
     "none": "#777777",
+    "dyt": "#CC79A7",
+    "power": "#56B4E9",
+    "rbn": "#8C564B",
+    "renorm": "#000000",
 }
 
 

@@ -259,6 +259,7 @@ def train_char_lm(
     grad_clip: Optional[float] = None,
     n_val_batches: int = 32,
     record_tid: bool = False,
+    extra_loss: Optional[Callable[[nn.Module], torch.Tensor]] = None,
 ) -> CharLMRun:
     """Train a tiny char-level LM on ``corpus`` whose normalization batch is (batch_size, block_size).
 
@@ -268,6 +269,8 @@ def train_char_lm(
     different norms see the same data from the same initial weights. At the end
     the validation loss is measured on ``n_val_batches`` fixed validation batches of
     the same shape, in train mode and in eval mode (``history.val_loss_*_mode``).
+
+    ``extra_loss`` is passed to ``lu.train`` (e.g. ``lu.stat_penalty`` for norm="rbn").
 
     Returns: ``CharLMRun(model, history, tid)``; ``tid`` is a ``TIDRecorder`` when
     ``record_tid`` is True (the model must then have BN-like layers), else None.
@@ -289,6 +292,7 @@ def train_char_lm(
         hist = train(
             model, lambda: corpus.batch("train", batch_size, block_size, g), steps=steps, lr=lr,
             val_batches=val, eval_every=steps, warmup_steps=warmup_steps, grad_clip=grad_clip,
+            extra_loss=extra_loss,
         )
     finally:
         if probe is not None:

@@ -76,6 +76,7 @@ def train(
     warmup_steps: int = 0,
     grad_clip: float | None = None,
     weight_decay: float = 0.0,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> History:
     """Train ``model`` with AdamW for ``steps`` steps on ``batch_fn()`` batches.
 
@@ -83,6 +84,9 @@ def train(
     Seeding is the caller's: pass a ``batch_fn`` that draws from its own
     ``torch.Generator`` and build the model after ``seed_everything``. A
     non-finite loss stops training early (the history then ends at that step).
+    ``extra_loss(model)``, if given, is added to the loss of every training step
+    after the forward pass (e.g. ``lu.stat_penalty``, Regularized BN's penalty);
+    ``History.train_loss`` and the validation losses stay the task loss alone.
     The model is left in eval mode.
     """
     if steps < 1 or lr <= 0:
@@ -94,8 +98,9 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
         loss = loss_fn(model, batch_fn())
+        total = loss if extra_loss is None else loss + extra_loss(model)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         max_norm = grad_clip if grad_clip is not None else math.inf
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         hist.train_loss.append(float(loss.detach()))
