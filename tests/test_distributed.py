@@ -107,7 +107,8 @@ def test_two_gloo_processes_sync_bn_matches_one_process_and_per_device_bn_does_n
                                n_embd=C, seed=0)
     local, sync, ln = res["batch"], res["sync_batch"], res["layer"]
     assert [r["rank"] for r in sync["per_rank"]] == [0, 1]
-    assert local["max_abs_diff_shard_mean"] > 0.01
+    # far above float noise (1e-7); small since GPT-2 init (weights N(0, 0.02))
+    assert local["max_abs_diff_shard_mean"] > 1e-4
     assert local["max_abs_err_output"] > 1e-3 and local["max_abs_err_grad"] > 1e-5
     for r in (sync, ln):
         assert r["max_abs_err_output"] < 1e-5 and r["max_abs_err_grad"] < 1e-5, r

@@ -26,8 +26,19 @@ class TransformerConfig:
     causal: bool = True  # causal attention for a language model; False for a classifier
     n_classes: Optional[int] = None  # None: LM head over the vocabulary; int: mean-pooled classifier head
     mlp_ratio: int = 4
+    # "learned": a learned absolute position embedding (GPT-2); "none": no position
+    # information at all (a causal model can still infer position from the mask).
+    position: str = "learned"
+    # "gpt2": N(0, 0.02) weights, N(0, 0.01) position embedding, residual projections
+    # scaled by 1/sqrt(2 * n_layer) (Radford et al. 2019). "legacy": PyTorch defaults with
+    # N(0, 1) embeddings, the book's first version, kept to show that confound.
+    init: str = "gpt2"
 
     def __post_init__(self) -> None:
+        if self.position not in ("learned", "none"):
+            raise ValueError(f"expected position 'learned' or 'none', got {self.position!r}")
+        if self.init not in ("gpt2", "legacy"):
+            raise ValueError(f"expected init 'gpt2' or 'legacy', got {self.init!r}")
         if self.norm_position not in ("pre", "post"):
             raise ValueError(f"expected norm_position 'pre' or 'post', got {self.norm_position!r}")
         if self.n_embd % self.n_head != 0:
@@ -98,11 +109,28 @@ class TinyTransformer(nn.Module):
         # Pre-norm stacks end with a final norm (GPT-2); post-norm outputs are already normalized.
         self.norm_f = make_norm(cfg.norm if cfg.norm_position == "pre" else "none", cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.n_classes or cfg.vocab_size)
+        if cfg.init == "gpt2":
+            self._init_gpt2()
+
+    def _init_gpt2(self) -> None:
+        """GPT-2's initialization: small embeddings, scaled residual projections."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.01)
+        for block in self.blocks:  # the two layers that write into the residual stream
+            for proj in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(proj.weight, std=0.02 / (2 * self.cfg.n_layer) ** 0.5)
 
     def forward(self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check(idx, padding_mask)
         B, T = idx.shape
-        x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, C)
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.cfg.position == "learned":
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, C)
         for block in self.blocks:
             x = block(x, padding_mask)
         x = self.norm_f(x, padding_mask)
