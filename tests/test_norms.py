@@ -116,18 +116,26 @@ def test_masked_batchnorm_gradients_ignore_pads():
     assert torch.all(x.grad[mask] == 0)
 
 
-@pytest.mark.parametrize("kind", sorted(lu.NORM_KINDS))  # every registered kind, chapter 5's included
+@pytest.mark.parametrize("kind", sorted(lu.NORM_KINDS))  # every registered kind
 @pytest.mark.parametrize(
-    "x, mask, match",
+    "x, mask, error, match",
     [
-        (torch.zeros(4, C), None, r"expected x of shape \(B, T, C\), got shape \(4, 8\)"),
-        (torch.zeros(2, 3, C + 1), None, r"expected x with C=8"),
-        (torch.zeros(2, 3, C), torch.zeros(2, 3), "dtype torch.bool"),
-        (torch.zeros(2, 3, C), torch.zeros(3, 2, dtype=torch.bool), r"shape \(B, T\) = \(2, 3\), got shape \(3, 2\)"),
+        (torch.zeros(4, C), None, ValueError, r"expected x of shape \(B, T, C\), got shape \(4, 8\)"),
+        (torch.zeros(2, 3, C + 1), None, ValueError, r"expected x with C=8"),
+        ([[0.0] * C], None, TypeError, "expected x to be a torch.Tensor, got list"),
+        (torch.zeros(2, 3, C, dtype=torch.long), None, TypeError, "floating-point x, got dtype torch.int64"),
+        (torch.zeros(2, 3, C), torch.zeros(2, 3), TypeError, "dtype torch.bool .*got torch.float32"),
+        (torch.zeros(2, 3, C), [[False] * 3] * 2, TypeError, "bool torch.Tensor .*got list"),
+        (
+            torch.zeros(2, 3, C),
+            torch.zeros(3, 2, dtype=torch.bool),
+            ValueError,
+            r"shape \(B, T\) = \(2, 3\), got shape \(3, 2\)",
+        ),
     ],
 )
-def test_bad_input_raises_value_error(kind, x, mask, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_input_raises(kind, x, mask, error, match):
+    with pytest.raises(error, match=match):
         lu.make_norm(kind, C)(x, padding_mask=mask)
 
 

@@ -8,13 +8,13 @@ almost no padding but makes every batch homogeneous in length.
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from .masking import lengths_to_padding_mask
+from .train import evaluating
 
 __all__ = [
     "random_batches",
@@ -27,8 +27,12 @@ __all__ = [
 
 def _check_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
     lengths = torch.as_tensor(lengths)
-    if lengths.dim() != 1 or lengths.numel() == 0 or lengths.dtype.is_floating_point:
-        raise ValueError(f"expected a non-empty 1-D integer tensor of lengths, got {lengths.dtype} of shape {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.numel() == 0:
+        raise ValueError(
+            f"expected a non-empty 1-D tensor of lengths, got shape {tuple(lengths.shape)}"
+        )
     if int(lengths.min()) < 1:
         raise ValueError(f"expected every length >= 1, got min {int(lengths.min())}")
     return lengths
@@ -126,21 +130,19 @@ def predict_batched(
         raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
     if tokens.dim() != 2 or tokens.shape[0] != len(lengths):
         raise ValueError(f"expected tokens of shape (N={len(lengths)}, T), got {tuple(tokens.shape)}")
-    was_training, buffers = model.training, copy.deepcopy(list(model.buffers()))
-    model.train(mode == "train")
+    if len(batches) == 0:
+        raise ValueError("expected at least one batch, got an empty list")
     out: Optional[torch.Tensor] = None
-    for b in batches:
-        Tb = int(lengths[b].max()) if T is None else T
-        mask = lengths_to_padding_mask(lengths[b], Tb)  # (B, Tb), validates lengths <= Tb
-        x = torch.full((len(b), Tb), pad_id, dtype=tokens.dtype)
-        n = min(Tb, tokens.shape[1])
-        x[:, :n] = tokens[b, :n].masked_fill(mask[:, :n], pad_id)
-        logits = model(x, mask)  # (B, n_classes)
-        if out is None:
-            out = torch.full((len(lengths), logits.shape[-1]), float("nan"))
-        out[b] = logits
-    for saved, live in zip(buffers, model.buffers()):
-        live.copy_(saved)
-    model.train(was_training)
+    with evaluating(model, mode):
+        for b in batches:
+            Tb = int(lengths[b].max()) if T is None else T
+            mask = lengths_to_padding_mask(lengths[b], Tb)  # (B, Tb); lengths <= Tb
+            x = torch.full((len(b), Tb), pad_id, dtype=tokens.dtype)
+            n = min(Tb, tokens.shape[1])
+            x[:, :n] = tokens[b, :n].masked_fill(mask[:, :n], pad_id)
+            logits = model(x, mask)  # (B, n_classes)
+            if out is None:
+                out = torch.full((len(lengths), logits.shape[-1]), float("nan"))
+            out[b] = logits
     assert out is not None
     return out

@@ -30,14 +30,22 @@ class CharCorpus:
 
     def __init__(self, text: Optional[str] = None, val_fraction: float = 0.1) -> None:
         text = load_text() if text is None else text
+        if not isinstance(text, str):
+            raise TypeError(f"expected text to be a str, got {type(text).__name__}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"expected 0 < val_fraction < 1, got {val_fraction}")
         if len(text) < 100:
             raise ValueError(f"expected a text of at least 100 characters, got {len(text)}")
+        n_val = int(len(text) * val_fraction)
+        if n_val < 2 or len(text) - n_val < 2:
+            raise ValueError(
+                f"expected at least 2 characters in each split, got {len(text) - n_val} "
+                f"train and {n_val} val from val_fraction={val_fraction} of "
+                f"{len(text)} characters"
+            )
         self.chars = sorted(set(text))
         self.stoi = {c: i for i, c in enumerate(self.chars)}
         data = self.encode(text)
-        n_val = int(len(data) * val_fraction)
         self.train, self.val = data[:-n_val], data[-n_val:]
 
     @property
@@ -93,9 +101,26 @@ class VariableLengthTask:
             raise ValueError(f"expected vocab_size >= 4 (pad, two markers, noise), got {self.vocab_size}")
         if not 1 <= self.min_len <= self.max_len:
             raise ValueError(f"expected 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+        for name in ("marker_prob", "marker_bias"):
+            p = getattr(self, name)
+            if isinstance(p, bool) or not isinstance(p, (int, float)):
+                raise TypeError(f"expected {name} to be a float, got {p!r}")
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"expected a probability 0 <= {name} <= 1, got {p!r}")
         n = self.max_len - self.min_len + 1
-        if self.length_probs is not None and len(self.length_probs) != n:
-            raise ValueError(f"expected {n} length_probs (one per length {self.min_len}..{self.max_len}), got {len(self.length_probs)}")
+        if self.length_probs is None:
+            return
+        probs = self.length_probs
+        if len(probs) != n:
+            raise ValueError(
+                f"expected {n} length_probs (one per length "
+                f"{self.min_len}..{self.max_len}), got {len(probs)}"
+            )
+        if not all(0.0 <= p <= 1.0 for p in probs) or not sum(probs) > 0:
+            raise ValueError(
+                "expected length_probs in [0, 1] with a positive sum, "
+                f"got {tuple(probs)}"
+            )
 
     def sample_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor:
         probs = torch.ones(self.max_len - self.min_len + 1) if self.length_probs is None else torch.tensor(self.length_probs)

@@ -40,6 +40,7 @@ def token_jacobian_norms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected x of shape (B, T, C), got {got}")
     if isinstance(fn, nn.Module):
+        _check_supported(fn)
         fn = copy.deepcopy(fn)
         if fn.training:
             torch.func.replace_all_batch_norm_modules_(fn)
@@ -49,6 +50,23 @@ def token_jacobian_norms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
         raise ValueError(f"expected fn to map (B, T, C) to (B, T, C), got Jacobian of shape {tuple(J.shape)}")
     N = B * T
     return J.reshape(N, C, N, C).pow(2).sum(dim=(1, 3)).sqrt().detach()  # (N, N)
+
+
+def _check_supported(module: nn.Module) -> None:
+    """Refuse modules that update buffers in their forward pass outside nn.BatchNorm*."""
+    if not module.training:
+        return
+    for name, m in module.named_modules():
+        own = [b for b, _ in m.named_buffers(recurse=False)]
+        if own and not isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            kind = type(m).__name__
+            raise ValueError(
+                "expected a module jacrev can differentiate: in training mode only "
+                "norms without buffers (LayerNorm, RMSNorm, NoNorm, DyT) or nn.BatchNorm* "
+                f"subclasses (TokenBatchNorm); got {kind} at {name or 'the top level'} "
+                "with buffers updated in place. Call .eval() on it, or wrap its "
+                "batch statistics in a function of x"
+            )
 
 
 def dependence_summary(norms: torch.Tensor, B: int, T: int) -> dict[str, float]:

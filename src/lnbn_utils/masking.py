@@ -1,11 +1,45 @@
 """Padding masks: True marks padding (PyTorch's ``key_padding_mask`` convention)."""
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["lengths_to_padding_mask", "pad_sequences", "attention_mask"]
+__all__ = [
+    "lengths_to_padding_mask",
+    "pad_sequences",
+    "attention_mask",
+]
+
+
+def real_token_weights(
+    padding_mask: Optional[torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    shape: Optional[tuple[int, ...] | torch.Size] = None,
+    device: Optional[torch.device | str] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real-token weights (1 at real tokens, 0 at pads) and how many there are.
+
+    The one place a padding mask (True = pad) becomes numbers. With
+    ``padding_mask=None`` every token of a ``shape`` = (B, T) batch is real.
+    No synchronization: the count stays a tensor.
+
+    Returns:
+        ``(weights, count)``: weights (B, T) of ``dtype``, count () a long tensor.
+
+    Example:
+        >>> w, n = real_token_weights(lengths_to_padding_mask([1, 2], T=2))
+        >>> w.tolist(), int(n)
+        ([[1.0, 0.0], [1.0, 1.0]], 3)
+    """
+    if padding_mask is None:
+        if shape is None:
+            raise ValueError("expected a padding_mask, or the (B, T) shape without one")
+        B, T = shape
+        return torch.ones(B, T, dtype=dtype, device=device), torch.tensor(B * T)
+    real = ~padding_mask
+    return real.to(dtype), real.sum()
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor | Sequence[int], T: Optional[int] = None) -> torch.Tensor:
@@ -17,11 +51,21 @@ def lengths_to_padding_mask(lengths: torch.Tensor | Sequence[int], T: Optional[i
                 [False, False, False,  True]])
     """
     lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
     if lengths.dim() != 1:
         raise ValueError(f"expected a 1-D tensor of lengths, got shape {tuple(lengths.shape)}")
+    if T is not None:
+        if isinstance(T, bool) or not hasattr(T, "__index__"):
+            raise TypeError(f"expected T to be an int or None, got {T!r}")
+        T = operator.index(T)
     if lengths.numel() and int(lengths.min()) < 0:
         raise ValueError(f"expected non-negative lengths, got min {int(lengths.min())}")
+    if T is None and lengths.numel() == 0:
+        raise ValueError("expected T for an empty batch of lengths, got T=None")
     T = int(lengths.max()) if T is None else T
+    if T < 0:
+        raise ValueError(f"expected T >= 0, got T={T}")
     if lengths.numel() and int(lengths.max()) > T:
         raise ValueError(f"expected every length <= T={T}, got max length {int(lengths.max())}")
     return torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]
@@ -33,6 +77,15 @@ def pad_sequences(
     """Right-pad a list of (L_i, ...) tensors to (B, T, ...); return (padded, padding_mask)."""
     if len(seqs) == 0:
         raise ValueError("expected at least one sequence, got an empty list")
+    for i, s in enumerate(seqs):
+        if not isinstance(s, torch.Tensor) or s.dim() < 1:
+            got = f"shape {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
+            raise TypeError(f"expected (L, ...) tensors, got {got} at index {i}")
+        if s.shape[1:] != seqs[0].shape[1:] or s.dtype != seqs[0].dtype:
+            raise ValueError(
+                f"expected every sequence of trailing shape {tuple(seqs[0].shape[1:])} "
+                f"and dtype {seqs[0].dtype}, got {tuple(s.shape[1:])} {s.dtype} at index {i}"
+            )
     lengths = torch.tensor([len(s) for s in seqs])
     T = int(lengths.max()) if T is None else T
     mask = lengths_to_padding_mask(lengths, T)

@@ -141,6 +141,12 @@ class TinyTransformer(nn.Module):
         return self.head(pooled)  # (B, n_classes)
 
     def _check(self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> None:
+        for name, t in (("idx", idx), ("padding_mask", padding_mask)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(
+                    f"expected {name} to be a torch.Tensor, got {type(t).__name__} "
+                    "(convert with torch.tensor(...))"
+                )
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise ValueError(f"expected token ids of shape (B, T) and dtype long, got {tuple(idx.shape)} {idx.dtype}")
         if idx.shape[1] > self.cfg.block_size:

@@ -18,10 +18,14 @@ convention). Which axes each layer averages over is the whole story of the book:
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from .masking import real_token_weights
 
 __all__ = [
     "LayerNorm",
@@ -37,16 +41,32 @@ __all__ = [
     "make_norm",
     "NORM_KINDS",
     "register_norm",
-    "check_norm_input",
+    "BatchStatsNorm",
 ]
+
+# Dtype policy, the one nn.LayerNorm and nn.BatchNorm1d follow on the CPU: x must be a
+# floating-point tensor of the norm's parameter dtype, or float16/bfloat16 when the
+# parameters are float32 (mixed precision: statistics in float32, the output in x's
+# dtype, the running buffers stay float32). Anything else (integer x, float64 x into a
+# float32 norm, float32 x into a float64 norm) is a TypeError that names both dtypes.
+_REDUCED = (torch.float16, torch.bfloat16)
 
 
 def check_norm_input(
-    x: torch.Tensor, padding_mask: Optional[torch.Tensor], num_features: int
+    x: torch.Tensor,
+    padding_mask: Optional[torch.Tensor],
+    num_features: int,
+    dtype: Optional[torch.dtype] = None,
 ) -> None:
-    """Raise ``ValueError`` unless ``x`` is (B, T, num_features) and the mask is bool (B, T)."""
+    """Refuse what a norm cannot compute on, from metadata only (no pass over the data).
+
+    ``x`` must be a floating-point (B, T, num_features) tensor, of ``dtype`` (the
+    norm's parameter dtype, when given) or float16/bfloat16 with float32 parameters;
+    ``padding_mask`` None or a bool (B, T) tensor. Raises ``TypeError`` for a wrong
+    type or dtype and ``ValueError`` for a wrong shape.
+    """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"expected x to be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(f"expected x to be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3:
         raise ValueError(f"expected x of shape (B, T, C), got shape {tuple(x.shape)}")
     if x.shape[-1] != num_features:
@@ -54,24 +74,144 @@ def check_norm_input(
             f"expected x with C={num_features} channels in the last dim, "
             f"got shape {tuple(x.shape)}"
         )
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"expected a floating-point x, got dtype {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        if not (x.dtype in _REDUCED and dtype == torch.float32):
+            raise TypeError(
+                f"expected x of dtype {dtype} (the norm's parameters), or float16/"
+                f"bfloat16 with float32 parameters, got {x.dtype}; convert the norm "
+                f"with .to({x.dtype}) or the input with .to({dtype})"
+            )
     if padding_mask is None:
         return
-    if not isinstance(padding_mask, torch.Tensor) or padding_mask.dtype != torch.bool:
-        got = padding_mask.dtype if isinstance(padding_mask, torch.Tensor) else type(padding_mask).__name__
-        raise ValueError(f"expected padding_mask of dtype torch.bool (True = pad), got {got}")
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(
+            "expected padding_mask to be a bool torch.Tensor (True = pad), "
+            f"got {type(padding_mask).__name__}"
+        )
+    if padding_mask.dtype != torch.bool:
+        raise TypeError(
+            "expected padding_mask of dtype torch.bool (True = pad), "
+            f"got {padding_mask.dtype}"
+        )
     if tuple(padding_mask.shape) != tuple(x.shape[:2]):
         raise ValueError(
             f"expected padding_mask of shape (B, T) = {tuple(x.shape[:2])}, "
             f"got shape {tuple(padding_mask.shape)}"
         )
-
-
-def _check_enough_tokens(n_real: int) -> None:
-    if n_real < 2:
+    if padding_mask.device != x.device:
         raise ValueError(
-            "expected at least 2 real (non-padding) tokens per channel to compute "
-            f"batch statistics in training mode, got {n_real}"
+            f"expected padding_mask on x's device {x.device}, got {padding_mask.device}"
         )
+
+
+def _check_num_features(num_features: int) -> None:
+    if isinstance(num_features, bool) or not isinstance(num_features, int):
+        raise TypeError(f"expected num_features to be an int, got {num_features!r}")
+    if num_features < 1:
+        raise ValueError(f"expected num_features >= 1, got {num_features}")
+
+
+def _check_eps(eps: float) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"expected eps to be a float, got {eps!r}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"expected a finite eps > 0, got {eps!r}")
+
+
+def _check_momentum(momentum: Optional[float]) -> None:
+    if momentum is None:  # cumulative average, as in nn.BatchNorm1d
+        return
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+        raise TypeError(f"expected momentum to be a float or None, got {momentum!r}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"expected 0 <= momentum <= 1 (or None), got {momentum!r}")
+
+
+def _check_enough_tokens(n: int | torch.Tensor) -> None:
+    """At least 2 real tokens; on an accelerator checked without a synchronization."""
+    msg = (
+        "expected at least 2 real (non-padding) tokens per channel to compute "
+        "batch statistics in training mode, got {}"
+    )
+    if isinstance(n, torch.Tensor) and n.device.type != "cpu":
+        torch._assert_async(n >= 2, msg.format("fewer"))
+    elif int(n) < 2:
+        raise ValueError(msg.format(int(n)))
+
+
+@runtime_checkable
+class BatchStatsNorm(Protocol):
+    """The BN-like contract: what probes (``lu.TIDRecorder``, folding) may rely on.
+
+    A norm that normalizes with per-channel batch statistics in training and with
+    running statistics in eval mode exposes:
+
+    * ``batch_stats(x, padding_mask)``: the (C,) mean and biased variance it would
+      normalize (B, T, C) ``x`` with in training, and the token count behind them;
+    * ``running_mean``, ``running_var`` (C,): what eval mode normalizes with;
+    * ``eps``: added to the variance under the square root.
+
+    ``TokenBatchNorm``, ``MaskedBatchNorm`` and its subclasses follow it;
+    ``isinstance(module, BatchStatsNorm)`` checks it without naming private
+    PyTorch types.
+    """
+
+    eps: float
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
+    def batch_stats(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def momentum_factor(norm: nn.Module) -> float:
+    """The running-average weight of this step: ``momentum``, or 1/steps if None.
+
+    Call after ``num_batches_tracked`` counts this step (as ``nn.BatchNorm1d`` does).
+    """
+    if norm.momentum is None:  # cumulative moving average
+        return 1.0 / float(norm.num_batches_tracked)
+    return float(norm.momentum)
+
+
+@torch.no_grad()
+def update_running_stats(
+    norm: nn.Module,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    n: int | torch.Tensor,
+) -> None:
+    """``nn.BatchNorm1d``'s update of ``norm``'s running statistics, written once.
+
+    ``mean``, ``var``: this batch's (C,) mean and *biased* variance over ``n``
+    tokens. ``running_var`` is updated with the unbiased variance, var * n / (n - 1);
+    ``momentum=None`` gives the cumulative average over all steps so far. ``norm``
+    needs ``running_mean``, ``running_var``, ``num_batches_tracked`` and
+    ``momentum``.
+    """
+    norm.num_batches_tracked.add_(1)
+    factor = momentum_factor(norm)
+    rm, rv = norm.running_mean, norm.running_var
+    rm.lerp_(mean.detach().to(rm.dtype), factor)
+    rv.lerp_((var.detach() * n / (n - 1)).to(rv.dtype), factor)
+
+
+def normalize(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """The normalize step, written once: (x - mean) / sqrt(var + eps) * weight + bias.
+
+    Channels last: x (..., C); mean, var, weight, bias (C,).
+    """
+    return (x - mean) * torch.rsqrt(var + eps) * weight + bias
 
 
 class LayerNorm(nn.LayerNorm):
@@ -84,11 +224,15 @@ class LayerNorm(nn.LayerNorm):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        _check_num_features(num_features)
+        _check_eps(eps)
         super().__init__(num_features, eps=eps)
         self.num_features = num_features
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         return super().forward(x)
 
 
@@ -96,21 +240,27 @@ class RMSNorm(nn.Module):
     """RMSNorm (Zhang & Sennrich, 2019): y = x / sqrt(mean_C(x^2) + eps) * weight.
 
     No mean subtraction and no bias. Numerically the same as ``nn.RMSNorm`` with the
-    same ``eps``; written out here so the arithmetic is visible.
+    same ``eps``; written out here so the arithmetic is visible. Float16/bfloat16
+    input to a float32 norm is computed in float32 and returned in its own dtype.
 
     Shape: x (B, T, C) -> (B, T, C).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
         super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
         self.num_features = num_features
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_features))
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        rms_inv = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (B, T, 1)
-        return x * rms_inv * self.weight
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
+        xf = x.to(self.weight.dtype)  # no copy unless x is float16/bfloat16
+        rms_inv = torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (B, T, 1)
+        return (xf * rms_inv * self.weight).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -126,21 +276,80 @@ class TokenBatchNorm(nn.BatchNorm1d):
     slower (measured in chapter 4).
     ``padding_mask`` is validated but otherwise **ignored**: pad tokens enter the
     batch statistics, which is the problem chapter 2 measures.
+    ``momentum=None`` keeps a cumulative average, as in ``nn.BatchNorm1d``.
 
     Shape: x (B, T, C) -> (B, T, C).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1
+    ) -> None:
+        _check_num_features(num_features)
+        _check_eps(eps)
+        _check_momentum(momentum)
         super().__init__(num_features, eps=eps, momentum=momentum)
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # type: ignore[override]
-        check_norm_input(x, padding_mask, self.num_features)
-        if self.training:
-            _check_enough_tokens(x.shape[0] * x.shape[1])
-        # nn.BatchNorm1d wants channels second. (B, T, C) -> (B*T, C) puts them there, with every
-        # token a sample, and keeps memory contiguous (the (B, C, T) transpose would not).
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         B, T, C = x.shape
+        if self.training:
+            _check_enough_tokens(B * T)
+        # nn.BatchNorm1d wants channels second. (B, T, C) -> (B*T, C) puts them there,
+        # with every token a sample, and keeps memory contiguous (the (B, C, T)
+        # transpose would not).
         return super().forward(x.reshape(B * T, C)).view(B, T, C)
+
+    @staticmethod
+    def batch_stats(
+        x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-channel mean, biased variance and count over all B*T tokens, pads too."""
+        return MaskedBatchNorm.batch_stats(x, None)
+
+
+class _MaskedBatchNorm(torch.autograd.Function):
+    """Training-mode masked BN on the (N, C) token matrix, with a closed-form backward.
+
+    Statistics over the real rows only (``real``: (N,) 0/1 weights, n of them).
+    Pad rows are normalized with the same statistics, as constants: neither a pad's
+    value nor its output's gradient reaches the statistics, the weight or the bias.
+    With xhat = (x - mean) / sigma and g the output gradient, a real row gets
+    dx = w / sigma * (g - mean_real(g) - xhat * mean_real(g * xhat)), a pad row
+    dx = w / sigma * g; dweight = sum_real(g * xhat), dbias = sum_real(g).
+    Sums over real rows are matrix-vector products with ``real``, one pass each.
+    """
+
+    @staticmethod
+    def forward(ctx, x, real, n, weight, bias, eps):  # type: ignore[override]
+        mean = real @ x / n  # (C,): pads weigh 0
+        x0 = x
+        if x.device.type != "cpu" or not bool(torch.isfinite(mean).all()):
+            x0 = x.masked_fill(real[:, None] == 0, 0.0)  # inf/NaN pads (0 * inf = NaN)
+            mean = real @ x0 / n
+        d = x0 - mean  # (N, C)
+        d.mul_(real[:, None])  # pads -> 0: they never enter var or the backward
+        var = real @ (d * d) / n  # (C,) biased
+        rstd = torch.rsqrt(var + eps)
+        scale = weight * rstd  # (C,)
+        y = torch.addcmul(bias - mean * scale, x, scale)  # (N, C), pads included
+        ctx.save_for_backward(d, real, rstd, weight)
+        ctx.n = n
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, g, _gmean, _gvar):  # type: ignore[override]
+        d, real, rstd, weight = ctx.saved_tensors  # d = x - mean, 0 at pads
+        n = ctx.n
+        db = real @ g  # (C,) sum over real rows
+        dot = (g * d).sum(dim=0)  # (C,) sum_real(g * (x - mean)), d is 0 at pads
+        scale = weight * rstd
+        dx = g * scale  # pads: w / sigma * g; real rows corrected below
+        dx.addcmul_(d, -scale * rstd * rstd * dot / n)  # 0 at pads
+        dx.addr_(real, -scale * db / n)
+        return dx, None, None, dot * rstd, db, None
 
 
 class MaskedBatchNorm(nn.Module):
@@ -148,16 +357,25 @@ class MaskedBatchNorm(nn.Module):
 
     In training mode the per-channel mean and biased variance are taken over the
     N real tokens; the running statistics are updated as in ``nn.BatchNorm1d``
-    (running_var uses the unbiased variance, N / (N - 1) times the biased one).
-    Eval mode uses the running statistics. Pads are normalized with the same
-    statistics, but their values never enter them, so outputs at real tokens do not
-    depend on how much padding a batch has or on what the pads hold.
+    (running_var uses the unbiased variance, N / (N - 1) times the biased one;
+    ``momentum=None`` keeps a cumulative average). Eval mode uses the running
+    statistics. Pads are normalized with the same statistics, but as constants:
+    their values never enter the statistics and nothing flows from a pad back into
+    the statistics, the weight or the bias. So outputs, gradients and running
+    statistics at real tokens do not depend on how much padding a batch has or on
+    what the pads hold (even inf or NaN). Without a mask it computes exactly
+    ``TokenBatchNorm`` (``nn.BatchNorm1d``'s kernel on the (B*T, C) matrix).
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1
+    ) -> None:
         super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
+        _check_momentum(momentum)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -167,32 +385,48 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        if not self.training:
-            mean, var = self.running_mean, self.running_var
-        else:
-            mean, var, n = self.batch_stats(x, padding_mask)
-            with torch.no_grad():
-                unbiased = var * n / (n - 1)
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(unbiased.detach(), self.momentum)
-                self.num_batches_tracked += 1
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
+        B, T, C = x.shape
+        flat = x.reshape(B * T, C)  # channels last: every token a row
+        if not self.training or padding_mask is None:
+            if self.training:
+                _check_enough_tokens(B * T)
+                self.num_batches_tracked.add_(1)
+            # nn.BatchNorm1d's kernel (it updates the running statistics in training)
+            y = F.batch_norm(
+                flat, self.running_mean, self.running_var, self.weight, self.bias,
+                self.training, momentum_factor(self) if self.training else 0.0,
+                self.eps,
+            )
+            return y.view(B, T, C)
+        xf = flat.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        real, n = real_token_weights(padding_mask, xf.dtype)  # (B, T), ()
+        _check_enough_tokens(n)
+        y, mean, var = _MaskedBatchNorm.apply(
+            xf, real.view(B * T), n, self.weight, self.bias, self.eps
+        )
+        update_running_stats(self, mean, var, n)
+        return y.to(x.dtype).view(B, T, C)
 
     @staticmethod
     def batch_stats(
-        x: torch.Tensor, padding_mask: Optional[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Per-channel mean, biased variance and count over the real tokens of ``x``."""
-        if padding_mask is None:
-            padding_mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
-        real = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        n = int((~padding_mask).sum())
+        x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-channel mean, biased variance and count over the real tokens of ``x``.
+
+        Differentiable; pads never enter (even inf or NaN pads). Shape: x (B, T, C)
+        -> mean (C,), var (C,), count () (a long tensor).
+        """
+        real, n = real_token_weights(padding_mask, x.dtype, x.shape[:2], x.device)
+        real = real.unsqueeze(-1)  # (B, T, 1)
         _check_enough_tokens(n)
-        x0 = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)  # pads -> 0 (even inf/nan pads)
-        mean = x0.sum(dim=(0, 1)) / n  # (C,)
-        var = ((x0 - mean) * real).pow(2).sum(dim=(0, 1)) / n  # (C,) biased
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)  # (B, T, C)
+        mean = x.sum(dim=(0, 1)) / n  # (C,)
+        var = ((x - mean) * real).pow(2).sum(dim=(0, 1)) / n  # (C,) biased
         return mean, var, n
 
     def extra_repr(self) -> str:
@@ -204,11 +438,17 @@ class NoNorm(nn.Module):
 
     def __init__(self, num_features: int) -> None:
         super().__init__()
+        _check_num_features(num_features)
         self.num_features = num_features
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features)
         return x
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}"
 
 
 class DyT(nn.Module):

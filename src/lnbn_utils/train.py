@@ -1,16 +1,16 @@
 """A minimal, seeded training loop that records what the chapters plot."""
 from __future__ import annotations
 
-import copy
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["History", "train", "evaluate", "lm_loss", "classifier_loss"]
+__all__ = ["History", "train", "evaluate", "evaluating", "lm_loss", "classifier_loss"]
 
 Batch = Any  # whatever batch_fn returns and loss_fn accepts
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -45,23 +45,82 @@ class History:
     val_loss_eval_mode: list[float] = field(default_factory=list)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Sequence[Batch], loss_fn: LossFn = lm_loss, mode: str = "eval") -> float:
-    """Mean loss over fixed ``batches`` in "eval" or "train" mode; leaves the model unchanged.
+@contextmanager
+def evaluating(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
+    """Run ``model`` in "eval" or "train" mode inside the block, then undo everything.
 
-    In "train" mode BatchNorm layers use the batch statistics; their running
-    statistics are saved and restored, so evaluating never changes the model.
+    In "train" mode BatchNorm layers normalize with each batch's own statistics and
+    update their running statistics; every buffer is saved on entry and restored on
+    exit (also after an exception), with the model's train/eval flags, so an
+    evaluation never changes the model. Gradients are not disabled: wrap the
+    block in ``torch.no_grad()`` where they are not needed.
+
+    Example:
+        >>> norm = torch.nn.BatchNorm1d(3)
+        >>> with evaluating(norm, "train"):
+        ...     _ = norm(torch.randn(4, 3) + 5)
+        >>> norm.running_mean.tolist(), norm.training
+        ([0.0, 0.0, 0.0], True)
     """
     if mode not in ("train", "eval"):
         raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
-    was_training = model.training
-    buffers = copy.deepcopy(list(model.buffers()))
+    flags = {m: m.training for m in model.modules()}
+    saved = [b.detach().clone() for b in model.buffers()]
     model.train(mode == "train")
-    loss = sum(float(loss_fn(model, b)) for b in batches) / len(batches)
-    for saved, live in zip(buffers, model.buffers()):
-        live.copy_(saved)
-    model.train(was_training)
-    return loss
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for keep, live in zip(saved, model.buffers()):
+                live.copy_(keep)
+        for m, flag in flags.items():
+            m.training = flag
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    loss_fn: LossFn = lm_loss,
+    mode: str = "eval",
+) -> float:
+    """Mean loss over fixed ``batches`` in "eval" or "train" mode; the model is unchanged.
+
+    In "train" mode BatchNorm layers use the batch statistics; see ``evaluating``.
+    """
+    if len(batches) == 0:
+        raise ValueError("expected at least one batch to evaluate on, got none")
+    with evaluating(model, mode):
+        return sum(float(loss_fn(model, b)) for b in batches) / len(batches)
+
+
+def _check_train_args(
+    steps: int,
+    lr: float,
+    eval_every: int,
+    warmup_steps: int,
+    grad_clip: float | None,
+    weight_decay: float,
+) -> None:
+    for name, v in (("steps", steps), ("eval_every", eval_every), ("warmup_steps", warmup_steps)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"expected {name} to be an int, got {v!r}")
+    for name, v in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise TypeError(f"expected {name} to be a float, got {v!r}")
+    if steps < 1:
+        raise ValueError(f"expected steps >= 1, got steps={steps}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"expected a finite lr > 0, got lr={lr}")
+    if eval_every < 0 or warmup_steps < 0:
+        raise ValueError(
+            "expected eval_every >= 0 and warmup_steps >= 0, "
+            f"got eval_every={eval_every}, warmup_steps={warmup_steps}"
+        )
+    if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
+        raise ValueError(f"expected grad_clip None or a finite value > 0, got {grad_clip}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"expected a finite weight_decay >= 0, got {weight_decay}")
 
 
 def train(
@@ -89,8 +148,14 @@ def train(
     ``History.train_loss`` and the validation losses stay the task loss alone.
     The model is left in eval mode.
     """
-    if steps < 1 or lr <= 0:
-        raise ValueError(f"expected steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
+    _check_train_args(steps, lr, eval_every, warmup_steps, grad_clip, weight_decay)
+    for name, fn in (("batch_fn", batch_fn), ("loss_fn", loss_fn)):
+        if not callable(fn):
+            raise TypeError(f"expected {name} to be callable, got {type(fn).__name__}")
+    if extra_loss is not None and not callable(extra_loss):
+        raise TypeError(f"expected extra_loss None or callable, got {type(extra_loss).__name__}")
+    if eval_every and len(val_batches) == 0:
+        raise ValueError(f"expected val_batches for eval_every={eval_every}, got none")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     hist = History()
     for step in range(steps):

@@ -1,4 +1,4 @@
-"""Chapter 2's library parts: batching strategies and batch-by-batch prediction."""
+"""lnbn_utils.batching: batching strategies and batch-by-batch prediction."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -53,19 +53,27 @@ def test_single_batches():
 
 
 @pytest.mark.parametrize(
-    "call, match",
+    "call, error, match",
     [
-        (lambda: lu.random_batches(0, 2, gen()), "positive int"),
-        (lambda: lu.random_batches(4, 0, gen()), "batch_size"),
-        (lambda: lu.bucketed_batches([3, 0], 2, gen()), "length >= 1"),
-        (lambda: lu.bucketed_batches(torch.ones(2, 2, dtype=torch.long), 2, gen()), "1-D integer"),
-        (lambda: lu.bucketed_batches([1.5, 2.0], 2, gen()), "1-D integer"),
-        (lambda: lu.batch_token_counts([2, 3], []), "at least one batch"),
-        (lambda: lu.single_batches(0), "positive int"),
+        (lambda: lu.random_batches(0, 2, gen()), ValueError, "positive int"),
+        (lambda: lu.random_batches(4, 0, gen()), ValueError, "batch_size"),
+        (lambda: lu.bucketed_batches([3, 0], 2, gen()), ValueError, "length >= 1"),
+        (
+            lambda: lu.bucketed_batches(torch.ones(2, 2, dtype=torch.long), 2, gen()),
+            ValueError,
+            r"1-D tensor of lengths, got shape \(2, 2\)",
+        ),
+        (
+            lambda: lu.bucketed_batches([1.5, 2.0], 2, gen()),
+            TypeError,
+            "expected integer lengths, got dtype torch.float32",
+        ),
+        (lambda: lu.batch_token_counts([2, 3], []), ValueError, "at least one batch"),
+        (lambda: lu.single_batches(0), ValueError, "positive int"),
     ],
 )
-def test_bad_inputs_raise(call, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_inputs_raise(call, error, match):
+    with pytest.raises(error, match=match):
         call()
 
 
@@ -121,3 +129,30 @@ def test_predict_batched_rows_and_errors():
         lu.predict_batched(model, tokens[:3], lengths, [torch.tensor([0])])
     with pytest.raises(ValueError, match="length <= T"):
         lu.predict_batched(model, tokens, lengths, [torch.arange(len(lengths))], T=2)
+
+
+def test_predict_batched_refuses_no_batches_and_restores_on_error():
+    model, (tokens, lengths) = classifier("masked_batch"), dataset()
+    with pytest.raises(ValueError, match="at least one batch"):
+        lu.predict_batched(model, tokens, lengths, [])
+    before = [b.clone() for b in model.buffers()]
+    bad = [torch.arange(8), torch.tensor([len(lengths) + 5])]  # second batch fails
+    with pytest.raises(IndexError):
+        lu.predict_batched(model, tokens, lengths, bad, "train")
+    assert model.training  # classifier() leaves it in train mode: unchanged
+    assert all(torch.equal(x, y) for x, y in zip(before, model.buffers()))
+
+
+@settings(max_examples=10, deadline=None)
+@given(pad_id=st.integers(0, 15), extra=st.integers(0, 8))
+def test_predict_batched_ignores_pad_ids_and_extra_padding(pad_id, extra):
+    """Padding invariance for what a padded batch feeds into: masked BN and LN."""
+    tokens, lengths = dataset()
+    batches = lu.random_batches(len(lengths), 8, gen())
+    T = int(lengths.max()) + extra
+    for norm in ("masked_batch", "layer"):
+        model = classifier(norm)
+        for mode in ("train", "eval"):
+            ref = lu.predict_batched(model, tokens, lengths, batches, mode)
+            got = lu.predict_batched(model, tokens, lengths, batches, mode, T, pad_id)
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
