@@ -1,3 +1,9 @@
+"""lnbn_utils.norms: every norm kind, its dtype policy, its validation and protocols."""
+
+import copy
+import math
+import pickle
+
 import pytest
 import torch
 import torch.nn as nn
@@ -5,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lnbn_utils as lu
+from lnbn_utils.norms import check_norm_input, normalize, update_running_stats
 
 C = 8
 KINDS = ["layer", "batch", "masked_batch", "rms", "none"]
@@ -167,3 +174,319 @@ def test_register_norm_adds_a_kind():
         assert isinstance(lu.make_norm("test_identity", C), lu.NoNorm)
     finally:
         del lu.NORM_KINDS["test_identity"]
+
+
+# --- the dtype policy ---------------------------------------------------------------
+# x must be floating point, of the norm's parameter dtype, or float16/bfloat16 with
+# float32 parameters (statistics in float32, output in x's dtype, buffers float32), as
+# nn.LayerNorm / nn.BatchNorm1d do on the CPU. NoNorm has no parameters: any float.
+
+PARAM_KINDS = ["layer", "batch", "masked_batch", "rms"]
+
+
+def masks_for(B, T):
+    return [None, lu.lengths_to_padding_mask(torch.arange(T, T - B, -1).clamp(min=1), T)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("training", [True, False])
+def test_reduced_precision_input_to_float32_norm(kind, dtype, training):
+    for mask in masks_for(4, 6):
+        norm = lu.make_norm(kind, C).train(training)
+        ref = lu.make_norm(kind, C).train(training)
+        x = randn(4, 6, C) * 2 + 1
+        y = norm(x.to(dtype), mask)
+        assert y.dtype == dtype
+        assert all(b.dtype != dtype for b in norm.buffers())
+        expect = ref(x.to(dtype).float(), mask)
+        torch.testing.assert_close(y.float(), expect, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("kind", PARAM_KINDS)
+def test_wider_or_narrower_input_than_the_parameters_is_a_type_error(kind):
+    norm = lu.make_norm(kind, C)
+    with pytest.raises(TypeError, match="expected x of dtype torch.float32 .*got torch.float64"):
+        norm(randn(2, 3, C).double())
+    norm64 = lu.make_norm(kind, C).double()
+    with pytest.raises(TypeError, match="expected x of dtype torch.float64 .*got torch.float32"):
+        norm64(randn(2, 3, C))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float64_norm_matches_float32_norm(kind):
+    x = randn(3, 5, C) * 3 - 1
+    for mask in masks_for(3, 5):
+        n32, n64 = lu.make_norm(kind, C), lu.make_norm(kind, C).to(torch.float64)
+        y64 = n64(x.double(), mask)
+        assert y64.dtype == torch.float64
+        torch.testing.assert_close(y64.float(), n32(x, mask))
+        for b32, b64 in zip(n32.buffers(), n64.buffers()):
+            torch.testing.assert_close(b64.to(b32.dtype), b32)
+
+
+def test_no_norm_passes_any_float_dtype_through():
+    x = randn(2, 3, C).double()
+    assert lu.NoNorm(C)(x) is x
+
+
+# --- hyperparameters ----------------------------------------------------------------
+
+EPS_KINDS = ["layer", "batch", "masked_batch", "rms", "rbn", "renorm"]
+
+
+@pytest.mark.parametrize("kind", EPS_KINDS)
+@pytest.mark.parametrize(
+    "eps, error",
+    [(-1e-5, ValueError), (0.0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("1e-5", TypeError)],
+)
+def test_bad_eps_is_refused(kind, eps, error):
+    with pytest.raises(error, match="eps"):
+        lu.make_norm(kind, C, eps=eps)
+
+
+@pytest.mark.parametrize("kind", ["batch", "masked_batch", "rbn", "renorm"])
+@pytest.mark.parametrize(
+    "momentum, error",
+    [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), ("0.1", TypeError), (True, TypeError)],
+)
+def test_bad_momentum_is_refused(kind, momentum, error):
+    with pytest.raises(error, match="momentum"):
+        lu.make_norm(kind, C, momentum=momentum)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("width, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_bad_width_is_refused_by_every_constructor(kind, width, error):
+    with pytest.raises(error, match="num_features"):
+        type(lu.make_norm(kind, C))(width)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("cls", [lu.MaskedBatchNorm, lu.TokenBatchNorm])
+def test_momentum_none_is_the_cumulative_average_like_batchnorm1d(cls, use_mask):
+    norm, ref = cls(C, momentum=None), nn.BatchNorm1d(C, momentum=None)
+    for step in range(4):
+        x = randn(3, 5, C, seed=step) * (step + 1) + step
+        mask = lu.lengths_to_padding_mask([5, 3, 4], 5) if use_mask and cls is lu.MaskedBatchNorm else None
+        norm(x, mask)
+        real = x[~mask] if mask is not None else x.reshape(-1, C)
+        ref(real)  # nn.BatchNorm1d on the (N, C) real tokens
+    torch.testing.assert_close(norm.running_mean, ref.running_mean)
+    torch.testing.assert_close(norm.running_var, ref.running_var)
+    assert int(norm.num_batches_tracked) == 4
+
+
+def test_momentum_zero_and_one():
+    x = randn(3, 5, C) + 2
+    frozen, last = lu.MaskedBatchNorm(C, momentum=0.0), lu.MaskedBatchNorm(C, momentum=1.0)
+    mask = lu.lengths_to_padding_mask([5, 2, 4], 5)
+    frozen(x, mask), last(x, mask)
+    assert torch.equal(frozen.running_mean, torch.zeros(C))
+    mean, var, n = lu.MaskedBatchNorm.batch_stats(x, mask)
+    torch.testing.assert_close(last.running_mean, mean)
+    torch.testing.assert_close(last.running_var, var * n / (n - 1))
+
+
+# --- the masked autograd function ---------------------------------------------------
+
+
+def masked_reference(x, mask, weight, bias, eps=1e-5):
+    """Masked BN in plain autograd ops: real tokens with batch statistics, pads with the
+    same statistics, weight and bias as constants (nothing flows back from a pad)."""
+    real = x[~mask]  # (N, C)
+    mean, var = real.mean(0), real.var(0, unbiased=False)
+    y = (x - mean) * torch.rsqrt(var + eps) * weight + bias
+    const = lambda t: t.detach()  # noqa: E731
+    y_pad = (x - const(mean)) * torch.rsqrt(const(var) + eps) * const(weight) + const(bias)
+    return torch.where(mask.unsqueeze(-1), y_pad, y)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 7), min_size=1, max_size=4),
+    T=st.integers(1, 7),
+    seed=st.integers(0, 100),
+    scale=st.sampled_from([0.1, 1.0, 30.0]),
+)
+def test_masked_autograd_function_matches_plain_autograd(lengths, T, seed, scale):
+    """Exact in float64 (to rounding); float32 within float32 rounding of it."""
+    lengths = torch.tensor(lengths).clamp(max=T)
+    if int(lengths.sum()) < 2:
+        return
+    mask = lu.lengths_to_padding_mask(lengths, T)
+    x = randn(len(lengths), T, C, seed=seed).double() * scale + 3
+    g = randn(len(lengths), T, C, seed=seed + 3).double()
+    w, b = randn(C, seed=seed + 1).double() + 1, randn(C, seed=seed + 2).double()
+
+    def run(dtype, fn):
+        xs, ws, bs = (t.detach().clone().to(dtype).requires_grad_() for t in (x, w, b))
+        y = fn(xs, ws, bs)
+        (y * g.to(dtype)).sum().backward()
+        return [t.detach().double() for t in (y, xs.grad, ws.grad, bs.grad)]
+
+    def reference(xs, ws, bs):
+        return masked_reference(xs, mask, ws, bs)
+
+    ref64 = run(torch.float64, reference)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-3)):
+        xs = x.detach().clone().to(dtype).requires_grad_()
+        norm = lu.MaskedBatchNorm(C).to(dtype)
+        with torch.no_grad():
+            norm.weight.copy_(w), norm.bias.copy_(b)
+        y = norm(xs, mask)
+        (y * g.to(dtype)).sum().backward()
+        got = [t.detach().double() for t in (y, xs.grad, norm.weight.grad, norm.bias.grad)]
+        for name, a, r in zip(("y", "dx", "dweight", "dbias"), got, ref64):
+            scale_r = r.abs().max().clamp(min=1.0)
+            err = float((a - r).abs().max().detach() / scale_r)
+            assert err < tol, (dtype, name, err)
+
+
+def test_masked_gradients_equal_naive_formula_when_the_loss_ignores_pads():
+    """The earlier plain-op MaskedBatchNorm: same gradients for a loss on real tokens."""
+    x = randn(3, 6, C).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    mask = lu.lengths_to_padding_mask([6, 2, 4], 6)
+    norm = lu.MaskedBatchNorm(C)
+    g = randn(3, 6, C, seed=5).masked_fill(mask.unsqueeze(-1), 0.0)
+    (norm(x, mask) * g).sum().backward()
+    mean, var, _ = lu.MaskedBatchNorm.batch_stats(x2, mask)
+    naive = (x2 - mean) * torch.rsqrt(var + 1e-5)
+    (naive * g).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_function_passes_gradcheck(dtype):
+    x = randn(2, 4, 3, seed=1).to(dtype).requires_grad_()
+    mask = lu.lengths_to_padding_mask([4, 2], 4)
+    norm = lu.MaskedBatchNorm(3).to(dtype)
+    # a loss on real tokens only: gradcheck compares with finite differences of it
+    f = lambda t: norm(t, mask).masked_fill(mask.unsqueeze(-1), 0.0)  # noqa: E731
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(f, (x,))
+    else:
+        x64 = x.detach().double().requires_grad_()
+        assert torch.autograd.gradcheck(lambda t: f(t.float()).double(), (x64,), atol=1e-2, eps=1e-3)
+
+
+# --- padding invariance of everything a padded batch feeds into ----------------------
+
+PAD_INVARIANT = ["layer", "masked_batch", "rms", "none"]
+
+
+@pytest.mark.parametrize("kind", PAD_INVARIANT)
+@settings(max_examples=15, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+    extra=st.integers(0, 6),
+    pad_value=st.sampled_from([0.0, -3.0, 1e4, float("inf"), float("-inf"), float("nan")]),
+)
+def test_real_outputs_gradients_and_running_stats_ignore_pads(kind, lengths, extra, pad_value):
+    seqs = [randn(n, C, seed=i) for i, n in enumerate(lengths)]
+    short, short_mask = lu.pad_sequences(seqs)
+    long, long_mask = lu.pad_sequences(seqs, T=max(lengths) + extra, pad_value=pad_value)
+    g = randn(*short.shape, seed=9)
+    results = []
+    for x, mask in ((short, short_mask), (long, long_mask)):
+        torch.manual_seed(0)
+        norm = lu.make_norm(kind, C)
+        x = x.clone().requires_grad_()
+        y = norm(x, mask)
+        real_y = y[:, : short.shape[1]][~short_mask]  # the real tokens, in order
+        (real_y * g[~short_mask]).sum().backward()
+        grads = [p.grad for p in norm.parameters()]
+        results.append((real_y, x.grad[:, : short.shape[1]][~short_mask], grads, list(norm.buffers())))
+    (y1, gx1, gp1, b1), (y2, gx2, gp2, b2) = results
+    torch.testing.assert_close(y2, y1)
+    torch.testing.assert_close(gx2, gx1)
+    if kind in ("layer", "rms") and not math.isfinite(pad_value):
+        gp1, gp2 = [], []  # per-token kernels: 0 * inf = NaN in their weight gradient
+    for a, b in zip(gp1 + b1, gp2 + b2):
+        torch.testing.assert_close(b, a)
+
+
+# --- ordinary-module protocols at every point of life ------------------------------
+
+
+def life_stages(kind):
+    """(name, norm) at each stage: fresh; after training steps; in eval mode; float64."""
+    mask = lu.lengths_to_padding_mask([5, 3, 4], 5)
+    fresh = lu.make_norm(kind, C)
+    trained = lu.make_norm(kind, C)
+    opt = torch.optim.SGD(trained.parameters(), lr=0.1) if list(trained.parameters()) else None
+    for step in range(3):
+        loss = trained(randn(3, 5, C, seed=step) * 2 + 1, mask).pow(2).mean()
+        if opt is not None:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    evaluated = pickle.loads(pickle.dumps(trained)).eval()
+    return [("fresh", fresh), ("trained", trained), ("eval", evaluated)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_module_protocols_at_every_stage(kind):
+    mask = lu.lengths_to_padding_mask([5, 3, 4], 5)
+    x = randn(3, 5, C, seed=42)
+    for stage, norm in life_stages(kind):
+        twins = {
+            "deepcopy": copy.deepcopy(norm),
+            "pickle": pickle.loads(pickle.dumps(norm)),
+            "state_dict": lu.make_norm(kind, C).train(norm.training),
+        }
+        twins["state_dict"].load_state_dict(norm.state_dict())
+        for how, twin in twins.items():
+            for training in (False, True):
+                a, b = copy.deepcopy(norm).train(training), copy.deepcopy(twin).train(training)
+                torch.testing.assert_close(b(x, mask), a(x, mask), msg=f"{stage} {how} {training}")
+        assert f"{C}" in repr(norm)
+        as64 = copy.deepcopy(norm).to(torch.float64)
+        torch.testing.assert_close(as64.eval()(x.double(), mask).float(), copy.deepcopy(norm).eval()(x, mask))
+        assert norm.train() is norm and norm.training and not norm.eval().training
+
+
+# --- the BN-like contract and the helpers written once ------------------------------
+
+
+def test_batch_stats_contract():
+    for kind in ["batch", "masked_batch", "rbn", "renorm"]:
+        assert isinstance(lu.make_norm(kind, C), lu.BatchStatsNorm), kind
+    for kind in ["layer", "rms", "none", "dyt"]:
+        assert not isinstance(lu.make_norm(kind, C), lu.BatchStatsNorm), kind
+    x = randn(2, 5, C)
+    mean, var, n = lu.TokenBatchNorm.batch_stats(x, lu.lengths_to_padding_mask([5, 1], 5))
+    flat = x.reshape(-1, C)  # TokenBatchNorm: pads count
+    torch.testing.assert_close(mean, flat.mean(0))
+    torch.testing.assert_close(var, flat.var(0, unbiased=False))
+    assert int(n) == 10
+
+
+def test_update_running_stats_and_normalize_match_batchnorm1d():
+    ref = nn.BatchNorm1d(C)
+    norm = lu.MaskedBatchNorm(C)
+    x = randn(20, C) * 3 + 1
+    y_ref = ref(x)
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    update_running_stats(norm, mean, var, torch.tensor(20))
+    torch.testing.assert_close(norm.running_mean, ref.running_mean)
+    torch.testing.assert_close(norm.running_var, ref.running_var)
+    torch.testing.assert_close(normalize(x, mean, var, ref.weight, ref.bias, ref.eps), y_ref)
+
+
+def test_input_validation_reads_no_data():
+    """check_norm_input looks at metadata only: no kernel runs, so no device sync."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        ops: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    x, mask = randn(2, 3, C), lu.lengths_to_padding_mask([3, 1], 3)
+    with Record() as rec:
+        check_norm_input(x, mask, C, torch.float32)
+    assert rec.ops == []

@@ -6,7 +6,8 @@ tensor in which **True marks padding** (PyTorch's ``key_padding_mask``
 convention). Which axes each layer averages over is the whole story of the book:
 
 * LayerNorm / RMSNorm: over C, separately for every token.  The mask is ignored
-  because nothing is shared across tokens.
+  because no statistic is shared across tokens (pads must hold finite values for
+  the weight's gradient to ignore them: 0 * inf is NaN).
 * TokenBatchNorm: over all B*T tokens, per channel, pads included (the naive
   baseline).
 * MaskedBatchNorm: over the real (non-padding) tokens only, per channel.
@@ -209,9 +210,11 @@ def normalize(
 ) -> torch.Tensor:
     """The normalize step, written once: (x - mean) / sqrt(var + eps) * weight + bias.
 
+    Centres first, then one fused multiply-add with the per-channel scale
+    weight / sqrt(var + eps): accurate even when |mean| >> std.
     Channels last: x (..., C); mean, var, weight, bias (C,).
     """
-    return (x - mean) * torch.rsqrt(var + eps) * weight + bias
+    return torch.addcmul(bias, x - mean, weight * torch.rsqrt(var + eps))
 
 
 class LayerNorm(nn.LayerNorm):
@@ -323,21 +326,28 @@ class _MaskedBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, real, n, weight, bias, eps):  # type: ignore[override]
-        mean = real @ x / n  # (C,): pads weigh 0
-        x0 = x
-        if x.device.type != "cpu" or not bool(torch.isfinite(mean).all()):
-            x0 = x.masked_fill(real[:, None] == 0, 0.0)  # inf/NaN pads (0 * inf = NaN)
-            mean = real @ x0 / n
-        d = x0 - mean  # (N, C)
-        d.mul_(real[:, None])  # pads -> 0: they never enter var or the backward
-        var = real @ (d * d) / n  # (C,) biased
+        pad = real[:, None] == 0  # (N, 1)
+        x0 = x if x.device.type == "cpu" else x.masked_fill(pad, 0.0)
+        mean, d, var = _MaskedBatchNorm.stats(x0, real, n)
+        if not bool(torch.isfinite(var).all()):  # inf/NaN/huge pads: 0 * inf = NaN
+            x0 = x.masked_fill(pad, 0.0)
+            mean, d, var = _MaskedBatchNorm.stats(x0, real, n)
         rstd = torch.rsqrt(var + eps)
-        scale = weight * rstd  # (C,)
-        y = torch.addcmul(bias - mean * scale, x, scale)  # (N, C), pads included
+        y = torch.addcmul(bias, d, weight * rstd)  # (N, C): normalize(), pads included
+        d.mul_(real[:, None])  # pads -> 0: nothing flows back through them
         ctx.save_for_backward(d, real, rstd, weight)
         ctx.n = n
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
+
+    @staticmethod
+    def stats(
+        x: torch.Tensor, real: torch.Tensor, n: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean (C,), x - mean (N, C) and biased variance (C,) over the real rows."""
+        mean = real @ x / n  # pads weigh 0
+        d = x - mean
+        return mean, d, real @ (d * d) / n
 
     @staticmethod
     def backward(ctx, g, _gmean, _gvar):  # type: ignore[override]
