@@ -67,3 +67,11 @@ def test_bad_inputs_raise():
         lu.token_jacobian_norms(lambda z: z.sum(-1), randn(B, T, C))
     with pytest.raises(ValueError, match="expected block norms of shape"):
         lu.dependence_summary(torch.zeros(5, 5), B, T)
+
+
+@pytest.mark.parametrize("kind", ["masked_batch", "power", "rbn", "renorm"])
+def test_jacobian_names_the_supported_norms_for_an_unsupported_one(kind):
+    norm = lu.make_norm(kind, C)
+    with pytest.raises(ValueError, match=f"nn.BatchNorm\\* subclasses .*got {type(norm).__name__}"):
+        lu.token_jacobian_norms(norm, randn(B, T, C))
+    assert lu.token_jacobian_norms(norm.eval(), randn(B, T, C)).shape == (B * T, B * T)

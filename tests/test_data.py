@@ -1,3 +1,5 @@
+"""lnbn_utils.data: the character corpus and the synthetic variable-length task."""
+
 import pytest
 import torch
 
@@ -57,14 +59,35 @@ def test_variable_length_task_length_probs_and_errors():
         lu.VariableLengthTask(min_len=5, max_len=4)
 
 
-def test_padding_helpers():
-    mask = lu.lengths_to_padding_mask([1, 3], 3)
-    assert mask.tolist() == [[False, True, True], [False, False, False]]
-    padded, m = lu.pad_sequences([torch.ones(2, 4), torch.ones(1, 4)], pad_value=-1.0)
-    assert padded.shape == (2, 2, 4) and padded[1, 1, 0] == -1.0 and m.tolist() == [[False, False], [False, True]]
-    with pytest.raises(ValueError, match="<= T=2"):
-        lu.lengths_to_padding_mask([3], 2)
-    with pytest.raises(ValueError, match="empty list"):
-        lu.pad_sequences([])
-    am = lu.attention_mask(mask, 3, causal=True)
-    assert am.shape == (2, 1, 3, 3) and not am[0, 0, 2, 1] and am[1, 0, 2, 1] and not am[1, 0, 0, 1]
+@pytest.mark.parametrize("val_fraction", [1e-6, 0.001])
+def test_corpus_refuses_a_split_that_leaves_an_empty_side(val_fraction):
+    text = "abcdefghij" * 20  # 200 characters: 0 validation characters at 0.001
+    with pytest.raises(ValueError, match="at least 2 characters in each split, got .* val"):
+        lu.CharCorpus(text, val_fraction=val_fraction)
+    with pytest.raises(ValueError, match="0 < val_fraction < 1"):
+        lu.CharCorpus(text, val_fraction=1.0)
+    with pytest.raises(TypeError, match="text to be a str, got list"):
+        lu.CharCorpus(list(text))
+
+
+def test_corpus_with_a_small_val_fraction_still_has_both_splits():
+    corpus = lu.CharCorpus("abcdefghij" * 20, val_fraction=0.01)
+    assert len(corpus.val) == 2 and len(corpus.train) == 198
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(marker_prob=1.5), ValueError, "0 <= marker_prob <= 1, got 1.5"),
+        (dict(marker_prob=-0.1), ValueError, "0 <= marker_prob <= 1, got -0.1"),
+        (dict(marker_bias=2.0), ValueError, "0 <= marker_bias <= 1, got 2.0"),
+        (dict(marker_bias=float("nan")), ValueError, "marker_bias"),
+        (dict(marker_prob="0.3"), TypeError, "marker_prob to be a float"),
+        (dict(min_len=2, max_len=3, length_probs=(-0.5, 1.5)), ValueError, r"length_probs in \[0, 1\]"),
+        (dict(min_len=2, max_len=3, length_probs=(0.0, 0.0)), ValueError, "positive sum"),
+        (dict(min_len=2, max_len=3, length_probs=(float("nan"), 1.0)), ValueError, "length_probs"),
+    ],
+)
+def test_variable_length_task_refuses_bad_probabilities(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lu.VariableLengthTask(**kwargs)

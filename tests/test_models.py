@@ -69,3 +69,37 @@ def test_model_rejects_bad_input():
         model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="all-padding row"):
         model(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[False] * 3, [True] * 3]))
+
+
+@pytest.mark.parametrize(
+    "idx, mask, match",
+    [
+        ([[1, 2, 3]], None, "idx to be a torch.Tensor, got list"),
+        ((1, 2, 3), None, "idx to be a torch.Tensor, got tuple"),
+        (torch.zeros(1, 3, dtype=torch.long), [[False] * 3], "padding_mask to be a torch.Tensor, got list"),
+    ],
+)
+def test_model_given_python_containers_is_a_type_error(idx, mask, match):
+    with pytest.raises(TypeError, match=match):
+        tiny()(idx, mask)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_protocols_after_training(kind):
+    """state_dict round trip, deepcopy, pickle, float64 and repr of a trained model."""
+    import copy
+    import pickle
+
+    model = tiny(norm=kind)
+    x = torch.randint(11, (4, 6), generator=torch.Generator().manual_seed(0))
+    mask = lu.lengths_to_padding_mask([6, 4, 5, 2], 6)
+    model(x, mask).sum().backward()  # a training forward updated BN buffers
+    twin = tiny(norm=kind)
+    twin.load_state_dict(model.state_dict())
+    for other in (twin, copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        for training in (True, False):
+            a = copy.deepcopy(model).train(training)(x, mask)
+            torch.testing.assert_close(copy.deepcopy(other).train(training)(x, mask), a)
+    as64 = copy.deepcopy(model).double().eval()
+    torch.testing.assert_close(as64(x, mask).float(), copy.deepcopy(model).eval()(x, mask))
+    assert "TinyTransformer" in repr(model)

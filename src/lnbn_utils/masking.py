@@ -50,6 +50,8 @@ def lengths_to_padding_mask(lengths: torch.Tensor | Sequence[int], T: Optional[i
         tensor([[False, False,  True,  True],
                 [False, False, False,  True]])
     """
+    if not isinstance(lengths, torch.Tensor) and len(lengths) == 0:
+        lengths = torch.zeros(0, dtype=torch.long)  # as_tensor([]) would be float
     lengths = torch.as_tensor(lengths)
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")

@@ -1,0 +1,65 @@
+"""lnbn_utils.masking: padding masks, padded batches, attention masks, real-token weights."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lnbn_utils as lu
+from lnbn_utils.masking import real_token_weights
+
+def test_padding_helpers():
+    mask = lu.lengths_to_padding_mask([1, 3], 3)
+    assert mask.tolist() == [[False, True, True], [False, False, False]]
+    padded, m = lu.pad_sequences([torch.ones(2, 4), torch.ones(1, 4)], pad_value=-1.0)
+    assert padded.shape == (2, 2, 4) and padded[1, 1, 0] == -1.0 and m.tolist() == [[False, False], [False, True]]
+    with pytest.raises(ValueError, match="<= T=2"):
+        lu.lengths_to_padding_mask([3], 2)
+    with pytest.raises(ValueError, match="empty list"):
+        lu.pad_sequences([])
+    am = lu.attention_mask(mask, 3, causal=True)
+    assert am.shape == (2, 1, 3, 3) and not am[0, 0, 2, 1] and am[1, 0, 2, 1] and not am[1, 0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "lengths, T, error, match",
+    [
+        ([1.5, 2.0], 3, TypeError, "integer lengths, got dtype torch.float32"),
+        (torch.tensor([2.0, 3.0], dtype=torch.float64), 3, TypeError, "torch.float64"),
+        ([True, False], 2, TypeError, "integer lengths, got dtype torch.bool"),
+        ([[1, 2]], 3, ValueError, r"1-D tensor of lengths, got shape \(1, 2\)"),
+        ([-1, 2], 3, ValueError, "non-negative lengths, got min -1"),
+        ([1, 2], 2.0, TypeError, "T to be an int or None, got 2.0"),
+        ([1, 2], -1, ValueError, "<= T=-1|T >= 0"),
+        ([], None, ValueError, "expected T for an empty batch"),
+    ],
+)
+def test_lengths_to_padding_mask_refuses_bad_input(lengths, T, error, match):
+    with pytest.raises(error, match=match):
+        lu.lengths_to_padding_mask(lengths, T)
+
+
+def test_lengths_to_padding_mask_empty_batch_and_tensor_T():
+    assert lu.lengths_to_padding_mask([], T=3).shape == (0, 3)
+    assert lu.lengths_to_padding_mask([1], T=torch.tensor(2)).tolist() == [[False, True]]
+
+
+def test_pad_sequences_refuses_mismatched_sequences():
+    with pytest.raises(ValueError, match=r"trailing shape \(4,\) .*got \(3,\)"):
+        lu.pad_sequences([torch.ones(2, 4), torch.ones(1, 3)])
+    with pytest.raises(TypeError, match="tensors, got list at index 1"):
+        lu.pad_sequences([torch.ones(2, 4), [1.0, 2.0]])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=5), st.integers(0, 3))
+def test_real_token_weights_count_the_real_tokens(lengths, extra):
+    T = max(lengths) + extra
+    mask = lu.lengths_to_padding_mask(lengths, T)
+    w, n = real_token_weights(mask, torch.float64)
+    assert w.dtype == torch.float64 and w.shape == mask.shape
+    assert torch.equal(w, (~mask).double()) and int(n) == sum(lengths)
+    w_all, n_all = real_token_weights(None, shape=(len(lengths), T))
+    assert torch.all(w_all == 1) and int(n_all) == len(lengths) * T
+    with pytest.raises(ValueError, match="shape"):
+        real_token_weights(None)
