@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 2
 
-.PHONY: setup book test test-lib test-notebooks test-build test-browser test-colab clean
+.PHONY: setup book test test-lib test-notebooks test-build test-browser test-colab bench clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,10 @@ test-colab:
 	$(COLAB_VENV)/bin/python -m pip install --quiet torch==2.13.0 matplotlib==3.11.2 ipykernel==7.4.0 nbclient==0.11.0
 	git clone --quiet . _build/colab-repo && git -C _build/colab-repo checkout --quiet -B main
 	LNBN_INSTALL_FROM=file://$(CURDIR)/_build/colab-repo JOBS=$(JOBS) $(COLAB_VENV)/bin/python tools/colab_check.py _build/colab-repo/book
+
+# Norm speed against PyTorch's kernels (a benchmark, not a test): ratios and bandwidth.
+bench: setup
+	PYTHONPATH=src $(BIN)/python benchmarks/norms.py
 
 clean:
 	rm -rf _build

@@ -51,7 +51,9 @@ def make_case(B: int, T: int, C: int, seed: int = 0) -> dict:
     return dict(x=x, gy=torch.randn(B, T, C, generator=g), mask=mask)
 
 
-def candidates(C: int, mask: torch.Tensor) -> dict[str, tuple[nn.Module | None, Callable]]:
+def candidates(
+    C: int, mask: torch.Tensor
+) -> dict[str, tuple[nn.Module | None, Callable]]:
     """label -> (module or None, fn(x)); the first is the reference."""
     w = nn.Parameter(torch.ones(C))
     b = nn.Parameter(torch.zeros(C))
@@ -76,7 +78,9 @@ def candidates(C: int, mask: torch.Tensor) -> dict[str, tuple[nn.Module | None, 
     }
 
 
-def fwd_bwd(mod: nn.Module | None, fn: Callable, x: torch.Tensor, gy: torch.Tensor) -> float:
+def fwd_bwd(
+    mod: nn.Module | None, fn: Callable, x: torch.Tensor, gy: torch.Tensor
+) -> float:
     """Seconds for one forward + backward, gradients reset first."""
     x.grad = None
     if mod is not None:
@@ -131,7 +135,9 @@ def bandwidth_fractions(big_bytes: int, reps: int) -> tuple[tuple[int, ...], dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--big-mib", type=int, default=0, help="0: 2x the LLC, <= 1 GiB")
+    parser.add_argument(
+        "--big-mib", type=int, default=0, help="0: 2x the LLC, <= 1 GiB"
+    )
     parser.add_argument("--big-reps", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -147,7 +153,9 @@ def main() -> None:
     big = args.big_mib * 2**20 if args.big_mib else min(2 * llc, 2**30)
     big_shape, fr = bandwidth_fractions(big, args.big_reps)
     size_mib = big_shape[0] * big_shape[1] * big_shape[2] * 4 / 2**20
-    print(f"\n2. (B, T, C) = {big_shape} ({size_mib:.0f} MiB, LLC {llc / 2**20:.0f} MiB)")
+    print(
+        f"\n2. (B, T, C) = {big_shape} ({size_mib:.0f} MiB, LLC {llc / 2**20:.0f} MiB)"
+    )
     print(f"copy bandwidth {fr.pop('copy GB/s'):.1f} GB/s (read + write)")
     print(f"{'':30s}{'ms':>8s}{'of copy bw':>12s}")
     for label, (t, f) in fr.items():

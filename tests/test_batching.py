@@ -1,4 +1,5 @@
 """lnbn_utils.batching: batching strategies and batch-by-batch prediction."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -19,12 +20,20 @@ def test_random_batches_partition_the_indices():
     batches = lu.random_batches(10, 4, gen())
     assert [len(b) for b in batches] == [4, 4, 2]
     assert covers_each_index_once(batches, 10)
-    assert [b.tolist() for b in batches] == [b.tolist() for b in lu.random_batches(10, 4, gen())]
+    assert [b.tolist() for b in batches] == [
+        b.tolist() for b in lu.random_batches(10, 4, gen())
+    ]
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(1, 40), min_size=1, max_size=60), st.integers(1, 9), st.integers(0, 5))
-def test_bucketed_batches_are_a_partition_into_length_sorted_runs(lengths, batch_size, seed):
+@given(
+    st.lists(st.integers(1, 40), min_size=1, max_size=60),
+    st.integers(1, 9),
+    st.integers(0, 5),
+)
+def test_bucketed_batches_are_a_partition_into_length_sorted_runs(
+    lengths, batch_size, seed
+):
     lengths = torch.tensor(lengths)
     batches = lu.bucketed_batches(lengths, batch_size, gen(seed))
     assert covers_each_index_once(batches, len(lengths))
@@ -37,14 +46,18 @@ def test_bucketed_batches_are_a_partition_into_length_sorted_runs(lengths, batch
 def test_buckets_waste_less_padding_than_random_batches_but_vary_more_in_tokens():
     lengths = lu.VariableLengthTask().sample_lengths(2048, gen())
     real_r, pad_r = lu.batch_token_counts(lengths, lu.random_batches(2048, 32, gen(1)))
-    real_b, pad_b = lu.batch_token_counts(lengths, lu.bucketed_batches(lengths, 32, gen(1)))
+    real_b, pad_b = lu.batch_token_counts(
+        lengths, lu.bucketed_batches(lengths, 32, gen(1))
+    )
     assert real_r.sum() == real_b.sum() == lengths.sum()
     assert 1 - real_b.sum() / pad_b.sum() < 0.05 < 0.3 < 1 - real_r.sum() / pad_r.sum()
     assert real_b.double().std() > 3 * real_r.double().std()
 
 
 def test_batch_token_counts_by_hand():
-    real, padded = lu.batch_token_counts([3, 1, 4, 2], [torch.tensor([0, 1]), torch.tensor([2, 3])])
+    real, padded = lu.batch_token_counts(
+        [3, 1, 4, 2], [torch.tensor([0, 1]), torch.tensor([2, 3])]
+    )
     assert real.tolist() == [4, 6] and padded.tolist() == [6, 8]
 
 
@@ -79,7 +92,15 @@ def test_bad_inputs_raise(call, error, match):
 
 def classifier(norm, seed=0):
     torch.manual_seed(seed)
-    cfg = lu.TransformerConfig(vocab_size=16, block_size=40, n_layer=1, n_embd=16, norm=norm, causal=False, n_classes=2)
+    cfg = lu.TransformerConfig(
+        vocab_size=16,
+        block_size=40,
+        n_layer=1,
+        n_embd=16,
+        norm=norm,
+        causal=False,
+        n_classes=2,
+    )
     return lu.TinyTransformer(cfg)
 
 
@@ -94,8 +115,17 @@ def test_layernorm_predictions_do_not_depend_on_the_batching():
     model, (tokens, lengths) = classifier("layer"), dataset()
     ref = lu.predict_batched(model, tokens, lengths, lu.single_batches(len(lengths)))
     for mode in ("train", "eval"):
-        for batches, T in [(lu.random_batches(len(lengths), 8, gen()), None), (lu.bucketed_batches(lengths, 8, gen()), None), (lu.random_batches(len(lengths), 8, gen()), 40)]:
-            torch.testing.assert_close(lu.predict_batched(model, tokens, lengths, batches, mode, T=T), ref, atol=1e-5, rtol=0)
+        for batches, T in [
+            (lu.random_batches(len(lengths), 8, gen()), None),
+            (lu.bucketed_batches(lengths, 8, gen()), None),
+            (lu.random_batches(len(lengths), 8, gen()), 40),
+        ]:
+            torch.testing.assert_close(
+                lu.predict_batched(model, tokens, lengths, batches, mode, T=T),
+                ref,
+                atol=1e-5,
+                rtol=0,
+            )
 
 
 def test_masked_batchnorm_ignores_extra_padding_naive_batchnorm_does_not():
@@ -114,7 +144,9 @@ def test_predict_batched_leaves_the_model_unchanged():
     model, (tokens, lengths) = classifier("masked_batch"), dataset()
     model.eval()
     before = [b.clone() for b in model.buffers()]
-    lu.predict_batched(model, tokens, lengths, lu.random_batches(len(lengths), 8, gen()), "train")
+    lu.predict_batched(
+        model, tokens, lengths, lu.random_batches(len(lengths), 8, gen()), "train"
+    )
     assert not model.training
     assert all(torch.equal(x, y) for x, y in zip(before, model.buffers()))
 
@@ -122,7 +154,11 @@ def test_predict_batched_leaves_the_model_unchanged():
 def test_predict_batched_rows_and_errors():
     model, (tokens, lengths) = classifier("layer"), dataset()
     out = lu.predict_batched(model, tokens, lengths, [torch.tensor([0, 2])])
-    assert out.shape == (len(lengths), 2) and out[[0, 2]].isfinite().all() and out[1].isnan().all()
+    assert (
+        out.shape == (len(lengths), 2)
+        and out[[0, 2]].isfinite().all()
+        and out[1].isnan().all()
+    )
     with pytest.raises(ValueError, match="mode 'train' or 'eval'"):
         lu.predict_batched(model, tokens, lengths, [torch.tensor([0])], mode="test")
     with pytest.raises(ValueError, match="expected tokens of shape"):

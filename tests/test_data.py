@@ -41,7 +41,11 @@ def test_variable_length_task_batch():
     task = lu.VariableLengthTask(vocab_size=10, min_len=3, max_len=9)
     tokens, mask, labels = task.batch(64, torch.Generator().manual_seed(0))
     lengths = (~mask).sum(1)
-    assert lengths.min() >= 3 and lengths.max() <= 9 and tokens.shape[1] == int(lengths.max())
+    assert (
+        lengths.min() >= 3
+        and lengths.max() <= 9
+        and tokens.shape[1] == int(lengths.max())
+    )
     assert torch.all(tokens[mask] == task.PAD) and torch.all(tokens[~mask] > 0)
     # the labelled marker is in the majority far more often than not
     ones = ((tokens == 1) & ~mask).sum(1)
@@ -62,7 +66,9 @@ def test_variable_length_task_length_probs_and_errors():
 @pytest.mark.parametrize("val_fraction", [1e-6, 0.001])
 def test_corpus_refuses_a_split_that_leaves_an_empty_side(val_fraction):
     text = "abcdefghij" * 20  # 200 characters: 0 validation characters at 0.001
-    with pytest.raises(ValueError, match="at least 2 characters in each split, got .* val"):
+    with pytest.raises(
+        ValueError, match="at least 2 characters in each split, got .* val"
+    ):
         lu.CharCorpus(text, val_fraction=val_fraction)
     with pytest.raises(ValueError, match="0 < val_fraction < 1"):
         lu.CharCorpus(text, val_fraction=1.0)
@@ -83,9 +89,21 @@ def test_corpus_with_a_small_val_fraction_still_has_both_splits():
         (dict(marker_bias=2.0), ValueError, "0 <= marker_bias <= 1, got 2.0"),
         (dict(marker_bias=float("nan")), ValueError, "marker_bias"),
         (dict(marker_prob="0.3"), TypeError, "marker_prob to be a float"),
-        (dict(min_len=2, max_len=3, length_probs=(-0.5, 1.5)), ValueError, r"length_probs in \[0, 1\]"),
-        (dict(min_len=2, max_len=3, length_probs=(0.0, 0.0)), ValueError, "positive sum"),
-        (dict(min_len=2, max_len=3, length_probs=(float("nan"), 1.0)), ValueError, "length_probs"),
+        (
+            dict(min_len=2, max_len=3, length_probs=(-0.5, 1.5)),
+            ValueError,
+            r"length_probs in \[0, 1\]",
+        ),
+        (
+            dict(min_len=2, max_len=3, length_probs=(0.0, 0.0)),
+            ValueError,
+            "positive sum",
+        ),
+        (
+            dict(min_len=2, max_len=3, length_probs=(float("nan"), 1.0)),
+            ValueError,
+            "length_probs",
+        ),
     ],
 )
 def test_variable_length_task_refuses_bad_probabilities(kwargs, error, match):

@@ -8,17 +8,27 @@ from hypothesis import strategies as st
 import lnbn_utils as lu
 from lnbn_utils.masking import real_token_weights
 
+
 def test_padding_helpers():
     mask = lu.lengths_to_padding_mask([1, 3], 3)
     assert mask.tolist() == [[False, True, True], [False, False, False]]
     padded, m = lu.pad_sequences([torch.ones(2, 4), torch.ones(1, 4)], pad_value=-1.0)
-    assert padded.shape == (2, 2, 4) and padded[1, 1, 0] == -1.0 and m.tolist() == [[False, False], [False, True]]
+    assert (
+        padded.shape == (2, 2, 4)
+        and padded[1, 1, 0] == -1.0
+        and m.tolist() == [[False, False], [False, True]]
+    )
     with pytest.raises(ValueError, match="<= T=2"):
         lu.lengths_to_padding_mask([3], 2)
     with pytest.raises(ValueError, match="empty list"):
         lu.pad_sequences([])
     am = lu.attention_mask(mask, 3, causal=True)
-    assert am.shape == (2, 1, 3, 3) and not am[0, 0, 2, 1] and am[1, 0, 2, 1] and not am[1, 0, 0, 1]
+    assert (
+        am.shape == (2, 1, 3, 3)
+        and not am[0, 0, 2, 1]
+        and am[1, 0, 2, 1]
+        and not am[1, 0, 0, 1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -41,7 +51,9 @@ def test_lengths_to_padding_mask_refuses_bad_input(lengths, T, error, match):
 
 def test_lengths_to_padding_mask_empty_batch_and_tensor_T():
     assert lu.lengths_to_padding_mask([], T=3).shape == (0, 3)
-    assert lu.lengths_to_padding_mask([1], T=torch.tensor(2)).tolist() == [[False, True]]
+    assert lu.lengths_to_padding_mask([1], T=torch.tensor(2)).tolist() == [
+        [False, True]
+    ]
 
 
 def test_pad_sequences_refuses_mismatched_sequences():

@@ -90,10 +90,14 @@ def test_masked_batchnorm_real_outputs_invariant_to_padding(lengths, extra, pad_
         return
     seqs = [randn(n, C, seed=i) for i, n in enumerate(lengths)]
     short, short_mask = lu.pad_sequences(seqs)
-    long, long_mask = lu.pad_sequences(seqs, T=max(lengths) + extra, pad_value=pad_value)
+    long, long_mask = lu.pad_sequences(
+        seqs, T=max(lengths) + extra, pad_value=pad_value
+    )
     norm = lu.MaskedBatchNorm(C)
     y_short, y_long = norm(short, short_mask), norm(long, long_mask)
-    torch.testing.assert_close(y_long[:, : short.shape[1]][~short_mask], y_short[~short_mask])
+    torch.testing.assert_close(
+        y_long[:, : short.shape[1]][~short_mask], y_short[~short_mask]
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -127,12 +131,32 @@ def test_masked_batchnorm_gradients_ignore_pads():
 @pytest.mark.parametrize(
     "x, mask, error, match",
     [
-        (torch.zeros(4, C), None, ValueError, r"expected x of shape \(B, T, C\), got shape \(4, 8\)"),
+        (
+            torch.zeros(4, C),
+            None,
+            ValueError,
+            r"expected x of shape \(B, T, C\), got shape \(4, 8\)",
+        ),
         (torch.zeros(2, 3, C + 1), None, ValueError, r"expected x with C=8"),
         ([[0.0] * C], None, TypeError, "expected x to be a torch.Tensor, got list"),
-        (torch.zeros(2, 3, C, dtype=torch.long), None, TypeError, "floating-point x, got dtype torch.int64"),
-        (torch.zeros(2, 3, C), torch.zeros(2, 3), TypeError, "dtype torch.bool .*got torch.float32"),
-        (torch.zeros(2, 3, C), [[False] * 3] * 2, TypeError, "bool torch.Tensor .*got list"),
+        (
+            torch.zeros(2, 3, C, dtype=torch.long),
+            None,
+            TypeError,
+            "floating-point x, got dtype torch.int64",
+        ),
+        (
+            torch.zeros(2, 3, C),
+            torch.zeros(2, 3),
+            TypeError,
+            "dtype torch.bool .*got torch.float32",
+        ),
+        (
+            torch.zeros(2, 3, C),
+            [[False] * 3] * 2,
+            TypeError,
+            "bool torch.Tensor .*got list",
+        ),
         (
             torch.zeros(2, 3, C),
             torch.zeros(3, 2, dtype=torch.bool),
@@ -152,7 +176,9 @@ def test_batch_norms_refuse_fewer_than_two_real_tokens_in_training(kind):
     with pytest.raises(ValueError, match="at least 2 real"):
         norm(torch.randn(1, 1, C))
     norm.eval()
-    assert torch.isfinite(norm(torch.randn(1, 1, C))).all()  # eval mode uses running stats
+    assert torch.isfinite(
+        norm(torch.randn(1, 1, C))
+    ).all()  # eval mode uses running stats
 
 
 def test_masked_batchnorm_refuses_all_padding_batch():
@@ -185,7 +211,10 @@ PARAM_KINDS = ["layer", "batch", "masked_batch", "rms"]
 
 
 def masks_for(B, T):
-    return [None, lu.lengths_to_padding_mask(torch.arange(T, T - B, -1).clamp(min=1), T)]
+    return [
+        None,
+        lu.lengths_to_padding_mask(torch.arange(T, T - B, -1).clamp(min=1), T),
+    ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -206,10 +235,14 @@ def test_reduced_precision_input_to_float32_norm(kind, dtype, training):
 @pytest.mark.parametrize("kind", PARAM_KINDS)
 def test_wider_or_narrower_input_than_the_parameters_is_a_type_error(kind):
     norm = lu.make_norm(kind, C)
-    with pytest.raises(TypeError, match="expected x of dtype torch.float32 .*got torch.float64"):
+    with pytest.raises(
+        TypeError, match="expected x of dtype torch.float32 .*got torch.float64"
+    ):
         norm(randn(2, 3, C).double())
     norm64 = lu.make_norm(kind, C).double()
-    with pytest.raises(TypeError, match="expected x of dtype torch.float64 .*got torch.float32"):
+    with pytest.raises(
+        TypeError, match="expected x of dtype torch.float64 .*got torch.float32"
+    ):
         norm64(randn(2, 3, C))
 
 
@@ -238,7 +271,13 @@ EPS_KINDS = ["layer", "batch", "masked_batch", "rms", "rbn", "renorm"]
 @pytest.mark.parametrize("kind", EPS_KINDS)
 @pytest.mark.parametrize(
     "eps, error",
-    [(-1e-5, ValueError), (0.0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError), ("1e-5", TypeError)],
+    [
+        (-1e-5, ValueError),
+        (0.0, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("1e-5", TypeError),
+    ],
 )
 def test_bad_eps_is_refused(kind, eps, error):
     with pytest.raises(error, match="eps"):
@@ -248,7 +287,13 @@ def test_bad_eps_is_refused(kind, eps, error):
 @pytest.mark.parametrize("kind", ["batch", "masked_batch", "rbn", "renorm"])
 @pytest.mark.parametrize(
     "momentum, error",
-    [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError), ("0.1", TypeError), (True, TypeError)],
+    [
+        (-0.1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        ("0.1", TypeError),
+        (True, TypeError),
+    ],
 )
 def test_bad_momentum_is_refused(kind, momentum, error):
     with pytest.raises(error, match="momentum"):
@@ -256,7 +301,10 @@ def test_bad_momentum_is_refused(kind, momentum, error):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("width, error", [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "width, error",
+    [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)],
+)
 def test_bad_width_is_refused_by_every_constructor(kind, width, error):
     with pytest.raises(error, match="num_features"):
         type(lu.make_norm(kind, C))(width)
@@ -268,7 +316,11 @@ def test_momentum_none_is_the_cumulative_average_like_batchnorm1d(cls, use_mask)
     norm, ref = cls(C, momentum=None), nn.BatchNorm1d(C, momentum=None)
     for step in range(4):
         x = randn(3, 5, C, seed=step) * (step + 1) + step
-        mask = lu.lengths_to_padding_mask([5, 3, 4], 5) if use_mask and cls is lu.MaskedBatchNorm else None
+        mask = (
+            lu.lengths_to_padding_mask([5, 3, 4], 5)
+            if use_mask and cls is lu.MaskedBatchNorm
+            else None
+        )
         norm(x, mask)
         real = x[~mask] if mask is not None else x.reshape(-1, C)
         ref(real)  # nn.BatchNorm1d on the (N, C) real tokens
@@ -279,7 +331,10 @@ def test_momentum_none_is_the_cumulative_average_like_batchnorm1d(cls, use_mask)
 
 def test_momentum_zero_and_one():
     x = randn(3, 5, C) + 2
-    frozen, last = lu.MaskedBatchNorm(C, momentum=0.0), lu.MaskedBatchNorm(C, momentum=1.0)
+    frozen, last = (
+        lu.MaskedBatchNorm(C, momentum=0.0),
+        lu.MaskedBatchNorm(C, momentum=1.0),
+    )
     mask = lu.lengths_to_padding_mask([5, 2, 4], 5)
     frozen(x, mask), last(x, mask)
     assert torch.equal(frozen.running_mean, torch.zeros(C))
@@ -298,7 +353,9 @@ def masked_reference(x, mask, weight, bias, eps=1e-5):
     mean, var = real.mean(0), real.var(0, unbiased=False)
     y = (x - mean) * torch.rsqrt(var + eps) * weight + bias
     const = lambda t: t.detach()  # noqa: E731
-    y_pad = (x - const(mean)) * torch.rsqrt(const(var) + eps) * const(weight) + const(bias)
+    y_pad = (x - const(mean)) * torch.rsqrt(const(var) + eps) * const(weight) + const(
+        bias
+    )
     return torch.where(mask.unsqueeze(-1), y_pad, y)
 
 
@@ -336,7 +393,9 @@ def test_masked_autograd_function_matches_plain_autograd(lengths, T, seed, scale
             norm.weight.copy_(w), norm.bias.copy_(b)
         y = norm(xs, mask)
         (y * g.to(dtype)).sum().backward()
-        got = [t.detach().double() for t in (y, xs.grad, norm.weight.grad, norm.bias.grad)]
+        got = [
+            t.detach().double() for t in (y, xs.grad, norm.weight.grad, norm.bias.grad)
+        ]
         for name, a, r in zip(("y", "dx", "dweight", "dbias"), got, ref64):
             scale_r = r.abs().max().clamp(min=1.0)
             err = float((a - r).abs().max().detach() / scale_r)
@@ -368,7 +427,9 @@ def test_masked_function_passes_gradcheck(dtype):
         assert torch.autograd.gradcheck(f, (x,))
     else:
         x64 = x.detach().double().requires_grad_()
-        assert torch.autograd.gradcheck(lambda t: f(t.float()).double(), (x64,), atol=1e-2, eps=1e-3)
+        assert torch.autograd.gradcheck(
+            lambda t: f(t.float()).double(), (x64,), atol=1e-2, eps=1e-3
+        )
 
 
 # --- padding invariance of everything a padded batch feeds into ----------------------
@@ -381,12 +442,18 @@ PAD_INVARIANT = ["layer", "masked_batch", "rms", "none"]
 @given(
     lengths=st.lists(st.integers(1, 6), min_size=2, max_size=4),
     extra=st.integers(0, 6),
-    pad_value=st.sampled_from([0.0, -3.0, 1e4, float("inf"), float("-inf"), float("nan")]),
+    pad_value=st.sampled_from(
+        [0.0, -3.0, 1e4, float("inf"), float("-inf"), float("nan")]
+    ),
 )
-def test_real_outputs_gradients_and_running_stats_ignore_pads(kind, lengths, extra, pad_value):
+def test_real_outputs_gradients_and_running_stats_ignore_pads(
+    kind, lengths, extra, pad_value
+):
     seqs = [randn(n, C, seed=i) for i, n in enumerate(lengths)]
     short, short_mask = lu.pad_sequences(seqs)
-    long, long_mask = lu.pad_sequences(seqs, T=max(lengths) + extra, pad_value=pad_value)
+    long, long_mask = lu.pad_sequences(
+        seqs, T=max(lengths) + extra, pad_value=pad_value
+    )
     g = randn(*short.shape, seed=9)
     results = []
     for x, mask in ((short, short_mask), (long, long_mask)):
@@ -397,7 +464,14 @@ def test_real_outputs_gradients_and_running_stats_ignore_pads(kind, lengths, ext
         real_y = y[:, : short.shape[1]][~short_mask]  # the real tokens, in order
         (real_y * g[~short_mask]).sum().backward()
         grads = [p.grad for p in norm.parameters()]
-        results.append((real_y, x.grad[:, : short.shape[1]][~short_mask], grads, list(norm.buffers())))
+        results.append(
+            (
+                real_y,
+                x.grad[:, : short.shape[1]][~short_mask],
+                grads,
+                list(norm.buffers()),
+            )
+        )
     (y1, gx1, gp1, b1), (y2, gx2, gp2, b2) = results
     torch.testing.assert_close(y2, y1)
     torch.testing.assert_close(gx2, gx1)
@@ -415,7 +489,11 @@ def life_stages(kind):
     mask = lu.lengths_to_padding_mask([5, 3, 4], 5)
     fresh = lu.make_norm(kind, C)
     trained = lu.make_norm(kind, C)
-    opt = torch.optim.SGD(trained.parameters(), lr=0.1) if list(trained.parameters()) else None
+    opt = (
+        torch.optim.SGD(trained.parameters(), lr=0.1)
+        if list(trained.parameters())
+        else None
+    )
     for step in range(3):
         loss = trained(randn(3, 5, C, seed=step) * 2 + 1, mask).pow(2).mean()
         if opt is not None:
@@ -439,11 +517,18 @@ def test_module_protocols_at_every_stage(kind):
         twins["state_dict"].load_state_dict(norm.state_dict())
         for how, twin in twins.items():
             for training in (False, True):
-                a, b = copy.deepcopy(norm).train(training), copy.deepcopy(twin).train(training)
-                torch.testing.assert_close(b(x, mask), a(x, mask), msg=f"{stage} {how} {training}")
+                a, b = (
+                    copy.deepcopy(norm).train(training),
+                    copy.deepcopy(twin).train(training),
+                )
+                torch.testing.assert_close(
+                    b(x, mask), a(x, mask), msg=f"{stage} {how} {training}"
+                )
         assert f"{C}" in repr(norm)
         as64 = copy.deepcopy(norm).to(torch.float64)
-        torch.testing.assert_close(as64.eval()(x.double(), mask).float(), copy.deepcopy(norm).eval()(x, mask))
+        torch.testing.assert_close(
+            as64.eval()(x.double(), mask).float(), copy.deepcopy(norm).eval()(x, mask)
+        )
         assert norm.train() is norm and norm.training and not norm.eval().training
 
 
@@ -456,7 +541,9 @@ def test_batch_stats_contract():
     for kind in ["layer", "rms", "none", "dyt"]:
         assert not isinstance(lu.make_norm(kind, C), lu.BatchStatsNorm), kind
     x = randn(2, 5, C)
-    mean, var, n = lu.TokenBatchNorm.batch_stats(x, lu.lengths_to_padding_mask([5, 1], 5))
+    mean, var, n = lu.TokenBatchNorm.batch_stats(
+        x, lu.lengths_to_padding_mask([5, 1], 5)
+    )
     flat = x.reshape(-1, C)  # TokenBatchNorm: pads count
     torch.testing.assert_close(mean, flat.mean(0))
     torch.testing.assert_close(var, flat.var(0, unbiased=False))
@@ -472,7 +559,9 @@ def test_update_running_stats_and_normalize_match_batchnorm1d():
     update_running_stats(norm, mean, var, torch.tensor(20))
     torch.testing.assert_close(norm.running_mean, ref.running_mean)
     torch.testing.assert_close(norm.running_var, ref.running_var)
-    torch.testing.assert_close(normalize(x, mean, var, ref.weight, ref.bias, ref.eps), y_ref)
+    torch.testing.assert_close(
+        normalize(x, mean, var, ref.weight, ref.bias, ref.eps), y_ref
+    )
 
 
 def test_input_validation_reads_no_data():

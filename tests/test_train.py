@@ -9,7 +9,9 @@ import lnbn_utils as lu
 def setup(kind="batch", seed=0):
     g = lu.seed_everything(seed)
     corpus = lu.CharCorpus()
-    cfg = lu.TransformerConfig(vocab_size=corpus.vocab_size, block_size=16, n_layer=1, n_embd=16, norm=kind)
+    cfg = lu.TransformerConfig(
+        vocab_size=corpus.vocab_size, block_size=16, n_layer=1, n_embd=16, norm=kind
+    )
     model = lu.TinyTransformer(cfg)
     val = [corpus.batch("val", 4, 16, torch.Generator().manual_seed(123))]
     return model, (lambda: corpus.batch("train", 4, 16, g)), val
@@ -52,9 +54,21 @@ def test_evaluate_leaves_batchnorm_buffers_unchanged():
         (dict(lr="3e-3"), TypeError, "lr to be a float"),
         (dict(warmup_steps=-5), ValueError, "warmup_steps >= 0.*warmup_steps=-5"),
         (dict(eval_every=-1), ValueError, "eval_every >= 0.*eval_every=-1"),
-        (dict(grad_clip=-1.0), ValueError, "grad_clip None or a finite value > 0, got -1.0"),
-        (dict(grad_clip=0.0), ValueError, "grad_clip None or a finite value > 0, got 0.0"),
-        (dict(grad_clip=float("nan")), ValueError, "grad_clip None or a finite value > 0"),
+        (
+            dict(grad_clip=-1.0),
+            ValueError,
+            "grad_clip None or a finite value > 0, got -1.0",
+        ),
+        (
+            dict(grad_clip=0.0),
+            ValueError,
+            "grad_clip None or a finite value > 0, got 0.0",
+        ),
+        (
+            dict(grad_clip=float("nan")),
+            ValueError,
+            "grad_clip None or a finite value > 0",
+        ),
         (dict(weight_decay=-0.1), ValueError, "finite weight_decay >= 0, got -0.1"),
         (dict(eval_every=5), ValueError, "val_batches for eval_every=5, got none"),
         (dict(extra_loss=3), TypeError, "extra_loss None or callable, got int"),
@@ -99,7 +113,13 @@ def test_evaluating_restores_buffers_and_flags_even_after_an_error():
 def classifier_setup(norm, seed=0):
     torch.manual_seed(seed)
     cfg = lu.TransformerConfig(
-        vocab_size=10, block_size=24, n_layer=1, n_embd=16, norm=norm, causal=False, n_classes=2
+        vocab_size=10,
+        block_size=24,
+        n_layer=1,
+        n_embd=16,
+        norm=norm,
+        causal=False,
+        n_classes=2,
     )
     return lu.TinyTransformer(cfg)
 
@@ -108,7 +128,9 @@ def pad_more(batch, extra, pad_id):
     """The same batch with ``extra`` more pad positions holding ``pad_id``."""
     tokens, mask, labels = batch
     B = tokens.shape[0]
-    tokens = torch.cat([tokens.masked_fill(mask, pad_id), torch.full((B, extra), pad_id)], 1)
+    tokens = torch.cat(
+        [tokens.masked_fill(mask, pad_id), torch.full((B, extra), pad_id)], 1
+    )
     mask = torch.cat([mask, torch.ones(B, extra, dtype=torch.bool)], 1)
     return tokens, mask, labels
 
@@ -128,7 +150,10 @@ def test_training_and_evaluation_ignore_padding(norm):
         loss = lu.classifier_loss(model, data[0])
         loss.backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters()}
-        evals = [lu.evaluate(model, data[1:], lu.classifier_loss, m) for m in ("train", "eval")]
+        evals = [
+            lu.evaluate(model, data[1:], lu.classifier_loss, m)
+            for m in ("train", "eval")
+        ]
         runs.append((float(loss.detach()), grads, dict(model.named_buffers()), evals))
     (l1, g1, b1, e1), (l2, g2, b2, e2) = runs
     assert l1 == pytest.approx(l2, abs=1e-6) and e1 == pytest.approx(e2, abs=1e-6)

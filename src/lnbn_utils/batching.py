@@ -6,6 +6,7 @@ book: random batches (the default of most data loaders) and length buckets
 (sort by length, cut into consecutive batches, shuffle the batch order), which wastes
 almost no padding but makes every batch homogeneous in length.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -27,7 +28,11 @@ __all__ = [
 
 def _check_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
     lengths = torch.as_tensor(lengths)
-    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+    if (
+        lengths.dtype.is_floating_point
+        or lengths.dtype.is_complex
+        or lengths.dtype == torch.bool
+    ):
         raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
     if lengths.dim() != 1 or lengths.numel() == 0:
         raise ValueError(
@@ -40,10 +45,14 @@ def _check_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
 
 def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"expected batch_size to be a positive int, got {batch_size!r}")
+        raise ValueError(
+            f"expected batch_size to be a positive int, got {batch_size!r}"
+        )
 
 
-def random_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+def random_batches(
+    n: int, batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
     """A random permutation of ``range(n)`` cut into batches of ``batch_size`` (the last may be smaller).
 
     Example:
@@ -69,7 +78,9 @@ def bucketed_batches(
     perm = torch.randperm(len(lengths), generator=generator)  # random tie-breaking
     order = perm[torch.argsort(lengths[perm], stable=True)]
     batches = list(order.split(batch_size))
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return [
+        batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()
+    ]
 
 
 def single_batches(n: int) -> list[torch.Tensor]:
@@ -129,7 +140,9 @@ def predict_batched(
     if mode not in ("train", "eval"):
         raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
     if tokens.dim() != 2 or tokens.shape[0] != len(lengths):
-        raise ValueError(f"expected tokens of shape (N={len(lengths)}, T), got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"expected tokens of shape (N={len(lengths)}, T), got {tuple(tokens.shape)}"
+        )
     if len(batches) == 0:
         raise ValueError("expected at least one batch, got an empty list")
     out: Optional[torch.Tensor] = None

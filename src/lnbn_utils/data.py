@@ -1,4 +1,5 @@
 """Data that needs no download: real English text shipped with Python, and a synthetic task."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ class CharCorpus:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"expected 0 < val_fraction < 1, got {val_fraction}")
         if len(text) < 100:
-            raise ValueError(f"expected a text of at least 100 characters, got {len(text)}")
+            raise ValueError(
+                f"expected a text of at least 100 characters, got {len(text)}"
+            )
         n_val = int(len(text) * val_fraction)
         if n_val < 2 or len(text) - n_val < 2:
             raise ValueError(
@@ -55,7 +58,9 @@ class CharCorpus:
     def encode(self, s: str) -> torch.Tensor:
         unknown = set(s) - set(self.stoi)
         if unknown:
-            raise ValueError(f"expected characters from the corpus vocabulary, got unknown {sorted(unknown)[:5]}")
+            raise ValueError(
+                f"expected characters from the corpus vocabulary, got unknown {sorted(unknown)[:5]}"
+            )
         return torch.tensor([self.stoi[c] for c in s], dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
@@ -69,8 +74,12 @@ class CharCorpus:
             raise ValueError(f"expected split 'train' or 'val', got {split!r}")
         data = self.train if split == "train" else self.val
         if not 1 <= block_size < len(data) or batch_size < 1:
-            raise ValueError(f"expected batch_size >= 1 and 1 <= block_size < {len(data)}, got {batch_size}, {block_size}")
-        starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+            raise ValueError(
+                f"expected batch_size >= 1 and 1 <= block_size < {len(data)}, got {batch_size}, {block_size}"
+            )
+        starts = torch.randint(
+            len(data) - block_size, (batch_size,), generator=generator
+        )
         idx = starts[:, None] + torch.arange(block_size)  # (B, T)
         return data[idx], data[idx + 1]
 
@@ -98,9 +107,13 @@ class VariableLengthTask:
 
     def __post_init__(self) -> None:
         if self.vocab_size < 4:
-            raise ValueError(f"expected vocab_size >= 4 (pad, two markers, noise), got {self.vocab_size}")
+            raise ValueError(
+                f"expected vocab_size >= 4 (pad, two markers, noise), got {self.vocab_size}"
+            )
         if not 1 <= self.min_len <= self.max_len:
-            raise ValueError(f"expected 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}")
+            raise ValueError(
+                f"expected 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
+            )
         for name in ("marker_prob", "marker_bias"):
             p = getattr(self, name)
             if isinstance(p, bool) or not isinstance(p, (int, float)):
@@ -123,8 +136,14 @@ class VariableLengthTask:
             )
 
     def sample_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        probs = torch.ones(self.max_len - self.min_len + 1) if self.length_probs is None else torch.tensor(self.length_probs)
-        return self.min_len + torch.multinomial(probs, n, replacement=True, generator=generator)
+        probs = (
+            torch.ones(self.max_len - self.min_len + 1)
+            if self.length_probs is None
+            else torch.tensor(self.length_probs)
+        )
+        return self.min_len + torch.multinomial(
+            probs, n, replacement=True, generator=generator
+        )
 
     def batch(
         self,
@@ -134,7 +153,11 @@ class VariableLengthTask:
         T: Optional[int] = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens (B, T) right-padded with 0, padding_mask (B, T) (True = pad), labels (B,)."""
-        lengths = self.sample_lengths(batch_size, generator) if lengths is None else torch.as_tensor(lengths)
+        lengths = (
+            self.sample_lengths(batch_size, generator)
+            if lengths is None
+            else torch.as_tensor(lengths)
+        )
         T = int(lengths.max()) if T is None else T
         mask = lengths_to_padding_mask(lengths, T)  # validates lengths <= T
         B = len(lengths)
@@ -143,5 +166,7 @@ class VariableLengthTask:
         noise = torch.randint(3, self.vocab_size, (B, T), generator=generator)
         agree = torch.rand(B, T, generator=generator) < self.marker_bias
         marker = torch.where(agree, 1 + labels[:, None], 2 - labels[:, None])
-        tokens = torch.where(u < self.marker_prob, marker, noise).masked_fill(mask, self.PAD)
+        tokens = torch.where(u < self.marker_prob, marker, noise).masked_fill(
+            mask, self.PAD
+        )
         return tokens, mask, labels

@@ -1,4 +1,5 @@
 """Padding masks: True marks padding (PyTorch's ``key_padding_mask`` convention)."""
+
 from __future__ import annotations
 
 import operator
@@ -42,7 +43,9 @@ def real_token_weights(
     return real.to(dtype), real.sum()
 
 
-def lengths_to_padding_mask(lengths: torch.Tensor | Sequence[int], T: Optional[int] = None) -> torch.Tensor:
+def lengths_to_padding_mask(
+    lengths: torch.Tensor | Sequence[int], T: Optional[int] = None
+) -> torch.Tensor:
     """Bool (B, T) mask, True at positions >= length (right padding).
 
     Example:
@@ -53,10 +56,16 @@ def lengths_to_padding_mask(lengths: torch.Tensor | Sequence[int], T: Optional[i
     if not isinstance(lengths, torch.Tensor) and len(lengths) == 0:
         lengths = torch.zeros(0, dtype=torch.long)  # as_tensor([]) would be float
     lengths = torch.as_tensor(lengths)
-    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+    if (
+        lengths.dtype.is_floating_point
+        or lengths.dtype.is_complex
+        or lengths.dtype == torch.bool
+    ):
         raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
     if lengths.dim() != 1:
-        raise ValueError(f"expected a 1-D tensor of lengths, got shape {tuple(lengths.shape)}")
+        raise ValueError(
+            f"expected a 1-D tensor of lengths, got shape {tuple(lengths.shape)}"
+        )
     if T is not None:
         if isinstance(T, bool) or not hasattr(T, "__index__"):
             raise TypeError(f"expected T to be an int or None, got {T!r}")
@@ -69,7 +78,9 @@ def lengths_to_padding_mask(lengths: torch.Tensor | Sequence[int], T: Optional[i
     if T < 0:
         raise ValueError(f"expected T >= 0, got T={T}")
     if lengths.numel() and int(lengths.max()) > T:
-        raise ValueError(f"expected every length <= T={T}, got max length {int(lengths.max())}")
+        raise ValueError(
+            f"expected every length <= T={T}, got max length {int(lengths.max())}"
+        )
     return torch.arange(T, device=lengths.device)[None, :] >= lengths[:, None]
 
 
@@ -81,7 +92,11 @@ def pad_sequences(
         raise ValueError("expected at least one sequence, got an empty list")
     for i, s in enumerate(seqs):
         if not isinstance(s, torch.Tensor) or s.dim() < 1:
-            got = f"shape {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
+            got = (
+                f"shape {tuple(s.shape)}"
+                if isinstance(s, torch.Tensor)
+                else type(s).__name__
+            )
             raise TypeError(f"expected (L, ...) tensors, got {got} at index {i}")
         if s.shape[1:] != seqs[0].shape[1:] or s.dtype != seqs[0].dtype:
             raise ValueError(
@@ -97,7 +112,9 @@ def pad_sequences(
     return out, mask
 
 
-def attention_mask(padding_mask: Optional[torch.Tensor], T: int, causal: bool) -> Optional[torch.Tensor]:
+def attention_mask(
+    padding_mask: Optional[torch.Tensor], T: int, causal: bool
+) -> Optional[torch.Tensor]:
     """Bool (B, 1, T, T) mask for ``F.scaled_dot_product_attention`` (True = may attend).
 
     Combines key padding (no query attends to a pad key) and, if ``causal``, the

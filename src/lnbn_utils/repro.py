@@ -1,4 +1,5 @@
 """Seeds and devices: every notebook starts from ``LNBN_SEED`` (default 0)."""
+
 from __future__ import annotations
 
 import os

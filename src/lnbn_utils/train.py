@@ -1,4 +1,5 @@
 """A minimal, seeded training loop that records what the chapters plot."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,9 @@ def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
-def classifier_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def classifier_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
     """Cross-entropy for a batch (tokens (B, T), padding_mask (B, T), labels (B,))."""
     tokens, mask, labels = batch
     return F.cross_entropy(model(tokens, mask), labels)
@@ -102,10 +105,18 @@ def _check_train_args(
     grad_clip: float | None,
     weight_decay: float,
 ) -> None:
-    for name, v in (("steps", steps), ("eval_every", eval_every), ("warmup_steps", warmup_steps)):
+    for name, v in (
+        ("steps", steps),
+        ("eval_every", eval_every),
+        ("warmup_steps", warmup_steps),
+    ):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"expected {name} to be an int, got {v!r}")
-    for name, v in (("lr", lr), ("weight_decay", weight_decay), ("grad_clip", grad_clip)):
+    for name, v in (
+        ("lr", lr),
+        ("weight_decay", weight_decay),
+        ("grad_clip", grad_clip),
+    ):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise TypeError(f"expected {name} to be a float, got {v!r}")
     if steps < 1:
@@ -118,7 +129,9 @@ def _check_train_args(
             f"got eval_every={eval_every}, warmup_steps={warmup_steps}"
         )
     if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
-        raise ValueError(f"expected grad_clip None or a finite value > 0, got {grad_clip}")
+        raise ValueError(
+            f"expected grad_clip None or a finite value > 0, got {grad_clip}"
+        )
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"expected a finite weight_decay >= 0, got {weight_decay}")
 
@@ -153,7 +166,9 @@ def train(
         if not callable(fn):
             raise TypeError(f"expected {name} to be callable, got {type(fn).__name__}")
     if extra_loss is not None and not callable(extra_loss):
-        raise TypeError(f"expected extra_loss None or callable, got {type(extra_loss).__name__}")
+        raise TypeError(
+            f"expected extra_loss None or callable, got {type(extra_loss).__name__}"
+        )
     if eval_every and len(val_batches) == 0:
         raise ValueError(f"expected val_batches for eval_every={eval_every}, got none")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -173,9 +188,17 @@ def train(
         if not math.isfinite(hist.train_loss[-1]):
             break
         opt.step()
-        if val_batches and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+        if (
+            val_batches
+            and eval_every
+            and ((step + 1) % eval_every == 0 or step + 1 == steps)
+        ):
             hist.eval_steps.append(step + 1)
-            hist.val_loss_train_mode.append(evaluate(model, val_batches, loss_fn, mode="train"))
-            hist.val_loss_eval_mode.append(evaluate(model, val_batches, loss_fn, mode="eval"))
+            hist.val_loss_train_mode.append(
+                evaluate(model, val_batches, loss_fn, mode="train")
+            )
+            hist.val_loss_eval_mode.append(
+                evaluate(model, val_batches, loss_fn, mode="eval")
+            )
     model.eval()
     return hist
