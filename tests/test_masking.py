@@ -1,4 +1,4 @@
-"""lnbn_utils.masking: padding masks, padded batches, attention masks, real-token weights."""
+"""lnbn_utils.masking: padding masks, padded batches, attention masks, real tokens."""
 
 import pytest
 import torch

@@ -403,7 +403,7 @@ def test_masked_autograd_function_matches_plain_autograd(lengths, T, seed, scale
 
 
 def test_masked_gradients_equal_naive_formula_when_the_loss_ignores_pads():
-    """The earlier plain-op MaskedBatchNorm: same gradients for a loss on real tokens."""
+    """The earlier plain-op MaskedBatchNorm: same gradients for a real-token loss."""
     x = randn(3, 6, C).requires_grad_()
     x2 = x.detach().clone().requires_grad_()
     mask = lu.lengths_to_padding_mask([6, 2, 4], 6)
@@ -485,7 +485,7 @@ def test_real_outputs_gradients_and_running_stats_ignore_pads(
 
 
 def life_stages(kind):
-    """(name, norm) at each stage: fresh; after training steps; in eval mode; float64."""
+    """(name, norm) at each stage: fresh; after training steps; in eval mode."""
     mask = lu.lengths_to_padding_mask([5, 3, 4], 5)
     fresh = lu.make_norm(kind, C)
     trained = lu.make_norm(kind, C)

@@ -36,7 +36,8 @@ def _check_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
         raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
     if lengths.dim() != 1 or lengths.numel() == 0:
         raise ValueError(
-            f"expected a non-empty 1-D tensor of lengths, got shape {tuple(lengths.shape)}"
+            "expected a non-empty 1-D tensor of lengths, "
+            f"got shape {tuple(lengths.shape)}"
         )
     if int(lengths.min()) < 1:
         raise ValueError(f"expected every length >= 1, got min {int(lengths.min())}")
@@ -53,7 +54,9 @@ def _check_batch_size(batch_size: int) -> None:
 def random_batches(
     n: int, batch_size: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
-    """A random permutation of ``range(n)`` cut into batches of ``batch_size`` (the last may be smaller).
+    """A random permutation of ``range(n)`` cut into batches of ``batch_size``.
+
+    The last batch may be smaller.
 
     Example:
         >>> [b.tolist() for b in random_batches(5, 2, torch.Generator().manual_seed(0))]
@@ -68,7 +71,7 @@ def random_batches(
 def bucketed_batches(
     lengths: torch.Tensor | Sequence[int], batch_size: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
-    """Length buckets: sort by length (ties in random order), cut into batches, shuffle the batches.
+    """Length buckets: sort by length (ties in random order), cut, shuffle the batches.
 
     Each batch holds sequences of (nearly) the same length, so padding is minimal,
     but the number of real tokens per batch now follows the length of its bucket.
@@ -84,7 +87,7 @@ def bucketed_batches(
 
 
 def single_batches(n: int) -> list[torch.Tensor]:
-    """One sequence per batch, in order: no padding and no other sequence in the batch."""
+    """One sequence per batch, in order: no padding, no other sequence in the batch."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"expected n to be a positive int, got {n!r}")
     return list(torch.arange(n).split(1))
@@ -117,7 +120,7 @@ def predict_batched(
     T: Optional[int] = None,
     pad_id: int = 0,
 ) -> torch.Tensor:
-    """Classifier logits for every sequence, computed batch by batch; the model is left unchanged.
+    """Classifier logits for every sequence, batch by batch; the model is unchanged.
 
     Each batch is cut from ``tokens`` and padded to its longest member (or to ``T``)
     with its padding mask. In mode "train" BatchNorm layers normalize with the

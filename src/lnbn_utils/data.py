@@ -1,4 +1,4 @@
-"""Data that needs no download: real English text shipped with Python, and a synthetic task."""
+"""Data without downloads: English text shipped with Python, and a synthetic task."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ __all__ = ["load_text", "CharCorpus", "VariableLengthTask"]
 
 
 def load_text() -> str:
-    """Python's own help texts (``pydoc_data.topics``, ~465K characters), in key order."""
+    """Python's own help texts (``pydoc_data.topics``, ~465K characters), by key."""
     from pydoc_data.topics import topics
 
     return "".join(topics[k] for k in sorted(topics))
 
 
 class CharCorpus:
-    """A character-level corpus with a deterministic train/val split (first 90% / last 10%).
+    """A character-level corpus, deterministic train/val split
+    (first 90% / last 10%).
 
     Example:
         >>> corpus = CharCorpus()
@@ -42,7 +43,8 @@ class CharCorpus:
         n_val = int(len(text) * val_fraction)
         if n_val < 2 or len(text) - n_val < 2:
             raise ValueError(
-                f"expected at least 2 characters in each split, got {len(text) - n_val} "
+                "expected at least 2 characters in each split, got "
+                f"{len(text) - n_val} "
                 f"train and {n_val} val from val_fraction={val_fraction} of "
                 f"{len(text)} characters"
             )
@@ -59,7 +61,8 @@ class CharCorpus:
         unknown = set(s) - set(self.stoi)
         if unknown:
             raise ValueError(
-                f"expected characters from the corpus vocabulary, got unknown {sorted(unknown)[:5]}"
+                "expected characters from the corpus vocabulary, "
+                f"got unknown {sorted(unknown)[:5]}"
             )
         return torch.tensor([self.stoi[c] for c in s], dtype=torch.long)
 
@@ -69,13 +72,14 @@ class CharCorpus:
     def batch(
         self, split: str, batch_size: int, block_size: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``batch_size`` windows at random offsets: inputs (B, T) and next-char targets (B, T)."""
+        """``batch_size`` random windows: inputs (B, T) and next-char targets (B, T)."""
         if split not in ("train", "val"):
             raise ValueError(f"expected split 'train' or 'val', got {split!r}")
         data = self.train if split == "train" else self.val
         if not 1 <= block_size < len(data) or batch_size < 1:
             raise ValueError(
-                f"expected batch_size >= 1 and 1 <= block_size < {len(data)}, got {batch_size}, {block_size}"
+                f"expected batch_size >= 1 and 1 <= block_size < {len(data)}, "
+                f"got {batch_size}, {block_size}"
             )
         starts = torch.randint(
             len(data) - block_size, (batch_size,), generator=generator
@@ -108,7 +112,8 @@ class VariableLengthTask:
     def __post_init__(self) -> None:
         if self.vocab_size < 4:
             raise ValueError(
-                f"expected vocab_size >= 4 (pad, two markers, noise), got {self.vocab_size}"
+                "expected vocab_size >= 4 (pad, two markers, noise), "
+                f"got {self.vocab_size}"
             )
         if not 1 <= self.min_len <= self.max_len:
             raise ValueError(
@@ -152,7 +157,7 @@ class VariableLengthTask:
         lengths: Optional[torch.Tensor | Sequence[int]] = None,
         T: Optional[int] = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokens (B, T) right-padded with 0, padding_mask (B, T) (True = pad), labels (B,)."""
+        """Tokens (B, T) padded with 0, padding_mask (B, T) (True: pad), labels (B,)."""
         lengths = (
             self.sample_lengths(batch_size, generator)
             if lengths is None

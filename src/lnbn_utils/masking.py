@@ -87,7 +87,7 @@ def lengths_to_padding_mask(
 def pad_sequences(
     seqs: Sequence[torch.Tensor], T: Optional[int] = None, pad_value: float = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad a list of (L_i, ...) tensors to (B, T, ...); return (padded, padding_mask)."""
+    """Right-pad (L_i, ...) tensors to (B, T, ...); return (padded, padding_mask)."""
     if len(seqs) == 0:
         raise ValueError("expected at least one sequence, got an empty list")
     for i, s in enumerate(seqs):
@@ -101,7 +101,8 @@ def pad_sequences(
         if s.shape[1:] != seqs[0].shape[1:] or s.dtype != seqs[0].dtype:
             raise ValueError(
                 f"expected every sequence of trailing shape {tuple(seqs[0].shape[1:])} "
-                f"and dtype {seqs[0].dtype}, got {tuple(s.shape[1:])} {s.dtype} at index {i}"
+                f"and dtype {seqs[0].dtype}, got {tuple(s.shape[1:])} {s.dtype} "
+                f"at index {i}"
             )
     lengths = torch.tensor([len(s) for s in seqs])
     T = int(lengths.max()) if T is None else T
@@ -115,7 +116,7 @@ def pad_sequences(
 def attention_mask(
     padding_mask: Optional[torch.Tensor], T: int, causal: bool
 ) -> Optional[torch.Tensor]:
-    """Bool (B, 1, T, T) mask for ``F.scaled_dot_product_attention`` (True = may attend).
+    """Bool (B, 1, T, T) mask for ``F.scaled_dot_product_attention`` (True: attend).
 
     Combines key padding (no query attends to a pad key) and, if ``causal``, the
     lower-triangular mask. Returns None when there is nothing to mask.

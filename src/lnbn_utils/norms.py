@@ -491,9 +491,7 @@ class DyT(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
 
-    def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features)
         return torch.tanh(self.alpha * x) * self.weight + self.bias
 
@@ -514,9 +512,7 @@ class _PowerScale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         z, psi, nu, real = ctx.saved_tensors
-        with (
-            torch.no_grad()
-        ):  # nu <- running average over steps of mean_real(g * z), per channel
+        with torch.no_grad():  # nu <- running average over steps of mean_real(g * z), per channel
             gz = (g * z * real).sum(dim=(0, 1)) / real.sum()  # (C,)
             ctx.nu.lerp_(gz, 1.0 - ctx.alpha_bkw)
         return (g - nu * z) / psi, None, None, None, None
@@ -546,24 +542,11 @@ class PowerNorm(nn.Module):
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
     """
 
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        alpha_fwd: float = 0.9,
-        alpha_bkw: float = 0.9,
-    ) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, alpha_fwd: float = 0.9, alpha_bkw: float = 0.9) -> None:
         super().__init__()
         if not (0.0 <= alpha_fwd < 1.0 and 0.0 <= alpha_bkw <= 1.0):
-            raise ValueError(
-                f"expected 0 <= alpha_fwd < 1 and 0 <= alpha_bkw <= 1, got {alpha_fwd}, {alpha_bkw}"
-            )
-        self.num_features, self.eps, self.alpha_fwd, self.alpha_bkw = (
-            num_features,
-            eps,
-            alpha_fwd,
-            alpha_bkw,
-        )
+            raise ValueError(f"expected 0 <= alpha_fwd < 1 and 0 <= alpha_bkw <= 1, got {alpha_fwd}, {alpha_bkw}")
+        self.num_features, self.eps, self.alpha_fwd, self.alpha_bkw = num_features, eps, alpha_fwd, alpha_bkw
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_phi", torch.ones(num_features))
@@ -578,19 +561,13 @@ class PowerNorm(nn.Module):
     def running_var(self) -> torch.Tensor:
         return self.running_phi
 
-    def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features)
         psi = (self.running_phi + self.eps).sqrt()  # (C,), from the previous steps only
         if not self.training:
             return x / psi * self.weight + self.bias
         _, phi, _ = self.batch_stats(x, padding_mask)
-        real = (
-            torch.ones_like(x[..., :1])
-            if padding_mask is None
-            else (~padding_mask).unsqueeze(-1).to(x.dtype)
-        )
+        real = torch.ones_like(x[..., :1]) if padding_mask is None else (~padding_mask).unsqueeze(-1).to(x.dtype)
         z = _PowerScale.apply(x, psi, self.nu, real, self.alpha_bkw)
         with torch.no_grad():
             self.running_phi.lerp_(phi.detach(), 1.0 - self.alpha_fwd)
@@ -602,17 +579,9 @@ class PowerNorm(nn.Module):
         x: torch.Tensor, padding_mask: Optional[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Per-channel zeros (no centring), quadratic mean and count over the real tokens of ``x``."""
-        n = (
-            x.shape[0] * x.shape[1]
-            if padding_mask is None
-            else int((~padding_mask).sum())
-        )
+        n = x.shape[0] * x.shape[1] if padding_mask is None else int((~padding_mask).sum())
         _check_enough_tokens(n)
-        x0 = (
-            x
-            if padding_mask is None
-            else x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        )
+        x0 = x if padding_mask is None else x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         phi = x0.pow(2).sum(dim=(0, 1)) / n  # (C,)
         return torch.zeros_like(phi), phi, n
 
@@ -635,24 +604,16 @@ class RegularizedBatchNorm(MaskedBatchNorm):
     """
 
     def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-        penalty_mean: float = 0.1,
-        penalty_var: float = 0.01,
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+        penalty_mean: float = 0.1, penalty_var: float = 0.01,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         if penalty_mean < 0 or penalty_var < 0:
-            raise ValueError(
-                f"expected penalty_mean >= 0 and penalty_var >= 0, got {penalty_mean}, {penalty_var}"
-            )
+            raise ValueError(f"expected penalty_mean >= 0 and penalty_var >= 0, got {penalty_mean}, {penalty_var}")
         self.penalty_mean, self.penalty_var = penalty_mean, penalty_var
         self.penalty = torch.zeros(())
 
-    def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features)
         if not self.training:
             self.penalty = torch.zeros((), device=x.device)
@@ -677,11 +638,7 @@ def stat_penalty(model: nn.Module) -> torch.Tensor:
 
     Use it as the extra training loss: ``lu.train(..., extra_loss=lu.stat_penalty)``.
     """
-    terms = [
-        m.penalty
-        for m in model.modules()
-        if isinstance(getattr(m, "penalty", None), torch.Tensor)
-    ]
+    terms = [m.penalty for m in model.modules() if isinstance(getattr(m, "penalty", None), torch.Tensor)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
@@ -701,41 +658,25 @@ class BatchRenorm(MaskedBatchNorm):
     """
 
     def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-        r_max: float = 3.0,
-        d_max: float = 5.0,
-        warmup_steps: int = 50,
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+        r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 50,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         if r_max < 1 or d_max < 0 or warmup_steps < 0:
-            raise ValueError(
-                f"expected r_max >= 1, d_max >= 0, warmup_steps >= 0, got {r_max}, {d_max}, {warmup_steps}"
-            )
+            raise ValueError(f"expected r_max >= 1, d_max >= 0, warmup_steps >= 0, got {r_max}, {d_max}, {warmup_steps}")
         self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
 
     def limits(self) -> tuple[float, float]:
         """The current (r_max, d_max), relaxed linearly over the first ``warmup_steps`` steps."""
-        t = (
-            min(1.0, int(self.num_batches_tracked) / self.warmup_steps)
-            if self.warmup_steps
-            else 1.0
-        )
+        t = min(1.0, int(self.num_batches_tracked) / self.warmup_steps) if self.warmup_steps else 1.0
         return 1.0 + t * (self.r_max - 1.0), t * self.d_max
 
-    def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features)
         if not self.training:
             return super().forward(x, padding_mask)
         mean, var, n = self.batch_stats(x, padding_mask)
-        sigma_b, sigma_run = (
-            (var + self.eps).sqrt(),
-            (self.running_var + self.eps).sqrt(),
-        )  # (C,)
+        sigma_b, sigma_run = (var + self.eps).sqrt(), (self.running_var + self.eps).sqrt()  # (C,)
         r_max, d_max = self.limits()
         r = (sigma_b / sigma_run).detach().clamp(1.0 / r_max, r_max)
         d = ((mean - self.running_mean) / sigma_run).detach().clamp(-d_max, d_max)

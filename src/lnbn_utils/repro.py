@@ -20,7 +20,7 @@ def base_seed(default: int = 0) -> int:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python's and torch's global generators; return a fresh ``torch.Generator`` seeded alike."""
+    """Seed Python's and torch's generators; return a torch.Generator seeded alike."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"expected an int seed, got {seed!r}")
     random.seed(seed)
@@ -29,5 +29,5 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def get_device() -> torch.device:
-    """CUDA when present, else the CPU (every experiment in the book fits on a laptop CPU)."""
+    """CUDA when present, else the CPU (every experiment here fits on a laptop CPU)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,7 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 def lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Next-token cross-entropy (nats per token) for a batch (inputs (B, T), targets (B, T))."""
+    """Next-token cross-entropy (nats/token) of (inputs (B, T), targets (B, T))."""
     x, y = batch
     logits = model(x)  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -87,7 +87,7 @@ def evaluate(
     loss_fn: LossFn = lm_loss,
     mode: str = "eval",
 ) -> float:
-    """Mean loss over fixed ``batches`` in "eval" or "train" mode; the model is unchanged.
+    """Mean loss over fixed ``batches`` in "eval" or "train" mode; model unchanged.
 
     In "train" mode BatchNorm layers use the batch statistics; see ``evaluating``.
     """
