@@ -20,6 +20,7 @@ Run: ``PYTHONPATH=src python benchmarks/norms.py [--rounds 30] [--big-mib 600]``
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from pathlib import Path
@@ -91,19 +92,25 @@ def fwd_bwd(
 
 
 def ratios(shape: tuple[int, int, int], rounds: int) -> dict[str, tuple[float, float]]:
-    """label -> (median seconds, median per-round ratio to the reference)."""
+    """label -> (median seconds, median per-round ratio to the reference).
+
+    Every round times each candidate once, in a fresh random order, so slow spells
+    of a shared machine fall on all of them alike.
+    """
     case = make_case(*shape)
     cands = candidates(shape[2], case["mask"])
     ref_label = next(iter(cands))
     times: dict[str, list[float]] = {k: [] for k in cands}
     rel: dict[str, list[float]] = {k: [] for k in cands}
+    order = list(cands)
+    rng = random.Random(0)
     for r in range(rounds + 3):  # 3 warm-up rounds
-        t_ref = fwd_bwd(*cands[ref_label], case["x"], case["gy"])
-        for label, (mod, fn) in cands.items():
-            t = fwd_bwd(mod, fn, case["x"], case["gy"])
-            if r >= 3:
-                times[label].append(t)
-                rel[label].append(t / t_ref)
+        rng.shuffle(order)
+        t = {k: fwd_bwd(*cands[k], case["x"], case["gy"]) for k in order}
+        if r >= 3:
+            for k in cands:
+                times[k].append(t[k])
+                rel[k].append(t[k] / t[ref_label])
     return {k: (statistics.median(times[k]), statistics.median(rel[k])) for k in cands}
 
 

@@ -105,9 +105,9 @@ def saved_bytes_formula(kind: str, B: int, T: int, C: int, bytes_per_value: int 
       (the weight; the bias is not needed for backward); buffers 2*C (the running
       mean and variance are arguments of the fused kernel, so autograd keeps them).
     * ``"masked_batch"`` with a padding mask (``lu.MaskedBatchNorm``'s autograd
-      function): intermediates N (x - mean, 0 at pads, instead of x); statistics C
-      (1/std) + B*T (the real-token weights); parameters C. Without a mask it runs
-      the BatchNorm kernel and saves what ``"batch"`` saves.
+      function on the BatchNorm kernel): intermediates N (x with pads replaced by
+      the real mean); statistics 2*C (mean and 1/std) + B*T (real-token weights);
+      parameters C. Without a mask it saves what ``"batch"`` saves.
     * ``"rms"`` (``lu.RMSNorm``; ``nn.RMSNorm`` on the CPU saves the same): input N;
       intermediates N (x / rms, before the weight); statistics B*T (1/rms); parameters C.
     * ``"none"``: nothing.
@@ -122,7 +122,7 @@ def saved_bytes_formula(kind: str, B: int, T: int, C: int, bytes_per_value: int 
     values = {
         "layer": {"input": N, "statistics": 2 * BT, "parameters": 2 * C},
         "batch": {"input": N, "statistics": 2 * C, "parameters": C, "buffers": 2 * C},
-        "masked_batch": {"intermediates": N, "statistics": C + BT, "parameters": C},
+        "masked_batch": {"intermediates": N, "statistics": 2 * C + BT, "parameters": C},
         "rms": {"input": N, "intermediates": N, "statistics": BT, "parameters": C},
         "none": {},
     }

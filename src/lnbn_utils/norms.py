@@ -316,53 +316,49 @@ class TokenBatchNorm(nn.BatchNorm1d):
 
 
 class _MaskedBatchNorm(torch.autograd.Function):
-    """Training-mode masked BN on the (N, C) token matrix, with a closed-form backward.
+    """Training-mode masked BN on the (N, C) token matrix, on PyTorch's fused kernels.
 
-    Statistics over the real rows only (``real``: (N,) 0/1 weights, n of them).
-    Pad rows are normalized with the same statistics, as constants: neither a pad's
-    value nor its output's gradient reaches the statistics, the weight or the bias.
-    With xhat = (x - mean) / sigma and g the output gradient, a real row gets
-    dx = w / sigma * (g - mean_real(g) - xhat * mean_real(g * xhat)), a pad row
-    dx = w / sigma * g; dweight = sum_real(g * xhat), dbias = sum_real(g).
-    Sums over real rows are matrix-vector products with ``real``, one pass each.
+    ``real``: (N,) 0/1 weights, n real rows. Every pad row is replaced by the real
+    mean, so it adds nothing to the sum of squared deviations; BatchNorm's kernel on
+    all N rows then finds the real mean and N/n times too small a variance, which is
+    exactly undone by eps * n / N in place of eps and weight * sqrt(n / N) in place
+    of weight. In backward, pad rows of the output gradient are replaced by its real
+    mean, so the kernel's mean over N rows is the real-row mean, and the same scaling
+    makes its correction terms divide by n: the gradient at real tokens is the exact
+    gradient of BN over the real tokens. Pad rows come out as ``bias``, get a zero
+    gradient and give none to the weight or the bias.
     """
 
     @staticmethod
     def forward(ctx, x, real, n, weight, bias, eps):  # type: ignore[override]
-        pad = real[:, None] == 0  # (N, 1)
-        x0 = x if x.device.type == "cpu" else x.masked_fill(pad, 0.0)
-        mean, d, var = _MaskedBatchNorm.stats(x0, real, n)
-        if not bool(torch.isfinite(var).all()):  # inf/NaN/huge pads: 0 * inf = NaN
-            x0 = x.masked_fill(pad, 0.0)
-            mean, d, var = _MaskedBatchNorm.stats(x0, real, n)
-        rstd = torch.rsqrt(var + eps)
-        y = torch.addcmul(bias, d, weight * rstd)  # (N, C): normalize(), pads included
-        d.mul_(real[:, None])  # pads -> 0: nothing flows back through them
-        ctx.save_for_backward(d, real, rstd, weight)
-        ctx.n = n
+        N, n_f = x.shape[0], float(n)
+        pad_rows = (real == 0).nonzero().squeeze(1)  # (N - n,)
+        mean = real @ x / n_f  # (C,): pads weigh 0
+        if not bool(torch.isfinite(mean).all()):  # inf/NaN pads: 0 * inf = NaN
+            mean = real @ x.index_fill(0, pad_rows, 0.0) / n_f
+        xm = x.index_put((pad_rows,), mean)  # (N, C): pads -> the real mean
+        c, eps_n = math.sqrt(n_f / N), eps * n_f / N
+        y, bn_mean, bn_invstd = torch.native_batch_norm(
+            xm, weight * c, bias, None, None, True, 0.0, eps_n
+        )
+        var = ((N / n_f) / bn_invstd.square() - eps).clamp_(min=0.0)  # (C,) biased
+        ctx.save_for_backward(xm, real, weight, bn_mean, bn_invstd)
+        ctx.n, ctx.c, ctx.eps_n = n_f, c, eps_n
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
-    def stats(
-        x: torch.Tensor, real: torch.Tensor, n: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean (C,), x - mean (N, C) and biased variance (C,) over the real rows."""
-        mean = real @ x / n  # pads weigh 0
-        d = x - mean
-        return mean, d, real @ (d * d) / n
-
-    @staticmethod
     def backward(ctx, g, _gmean, _gvar):  # type: ignore[override]
-        d, real, rstd, weight = ctx.saved_tensors  # d = x - mean, 0 at pads
-        n = ctx.n
-        db = real @ g  # (C,) sum over real rows
-        dot = (g * d).sum(dim=0)  # (C,) sum_real(g * (x - mean)), d is 0 at pads
-        scale = weight * rstd
-        dx = g * scale  # pads: w / sigma * g; real rows corrected below
-        dx.addcmul_(d, -scale * rstd * rstd * dot / n)  # 0 at pads
-        dx.addr_(real, -scale * db / n)
-        return dx, None, None, dot * rstd, db, None
+        xm, real, weight, bn_mean, bn_invstd = ctx.saved_tensors
+        pad_rows = (real == 0).nonzero().squeeze(1)
+        dbias = real @ g  # (C,) sum over real rows
+        g_real = g.index_put((pad_rows,), dbias / ctx.n)  # pads -> the real mean
+        dx, dw, _ = torch.ops.aten.native_batch_norm_backward(
+            g_real, xm, weight * ctx.c, None, None, bn_mean, bn_invstd, True,
+            ctx.eps_n, [True, True, False],
+        )  # fmt: skip
+        dx.index_fill_(0, pad_rows, 0.0)
+        return dx, None, None, dw * ctx.c, dbias, None
 
 
 class MaskedBatchNorm(nn.Module):
@@ -372,12 +368,13 @@ class MaskedBatchNorm(nn.Module):
     N real tokens; the running statistics are updated as in ``nn.BatchNorm1d``
     (running_var uses the unbiased variance, N / (N - 1) times the biased one;
     ``momentum=None`` keeps a cumulative average). Eval mode uses the running
-    statistics. Pads are normalized with the same statistics, but as constants:
-    their values never enter the statistics and nothing flows from a pad back into
-    the statistics, the weight or the bias. So outputs, gradients and running
-    statistics at real tokens do not depend on how much padding a batch has or on
-    what the pads hold (even inf or NaN). Without a mask it computes exactly
-    ``TokenBatchNorm`` (``nn.BatchNorm1d``'s kernel on the (B*T, C) matrix).
+    statistics. In training, pads take no part: their values never enter the
+    statistics, their outputs are ``bias`` (as if they held the real mean) and they
+    pass no gradient back. So outputs, gradients and running statistics at real
+    tokens do not depend on how much padding a batch has or on what the pads hold
+    (even inf or NaN). In eval mode pads are normalized like any token. Without a
+    mask it computes exactly ``TokenBatchNorm`` (``nn.BatchNorm1d``'s kernel on the
+    (B*T, C) matrix). Both paths run PyTorch's fused BatchNorm kernels.
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
     """
