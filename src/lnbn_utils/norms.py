@@ -357,7 +357,7 @@ class _MaskedBatchNorm(torch.autograd.Function):
             g_real, xm, weight * ctx.c, None, None, bn_mean, bn_invstd, True,
             ctx.eps_n, [True, True, False],
         )  # fmt: skip
-        dx.index_fill_(0, pad_rows, 0.0)
+        dx.index_put_((pad_rows,), dx.new_zeros(()))  # pads: no gradient
         return dx, None, None, dw * ctx.c, dbias, None
 
 
