@@ -352,10 +352,12 @@ class _MaskedBatchNorm(torch.autograd.Function):
         xm, real, weight, bn_mean, bn_invstd = ctx.saved_tensors
         pad_rows = (real == 0).nonzero().squeeze(1)
         dbias = real @ g  # (C,) sum over real rows
-        g_real = g.index_put((pad_rows,), dbias / ctx.n)  # pads -> the real mean
-        dx, dw, _ = torch.ops.aten.native_batch_norm_backward(
-            g_real, xm, weight * ctx.c, None, None, bn_mean, bn_invstd, True,
-            ctx.eps_n, [True, True, False],
+        dx = g.index_put((pad_rows,), dbias / ctx.n)  # pads -> the real mean
+        dw = torch.empty_like(weight)
+        # In place (dx is ours): the kernel reduces over its input before writing.
+        torch.ops.aten.native_batch_norm_backward.out(
+            dx, xm, weight * ctx.c, None, None, bn_mean, bn_invstd, True, ctx.eps_n,
+            [True, True, True], out0=dx, out1=dw, out2=torch.empty_like(weight),
         )  # fmt: skip
         dx.index_put_((pad_rows,), dx.new_zeros(()))  # pads: no gradient
         return dx, None, None, dw * ctx.c, dbias, None
