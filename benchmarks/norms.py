@@ -44,10 +44,10 @@ def llc_bytes() -> int:
 
 
 def make_case(B: int, T: int, C: int, seed: int = 0) -> dict:
-    """Input, output gradient and a right-padding mask (lengths uniform in T/2..T)."""
+    """Input, output gradient and a right-padding mask (lengths uniform in 9T/16..T)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, T, C, generator=g).requires_grad_()
-    lengths = torch.randint(T // 2 + 8, T + 1, (B,), generator=g).clamp(max=T)
+    lengths = torch.randint(T * 9 // 16, T + 1, (B,), generator=g)  # ~22% pads
     mask = lu.lengths_to_padding_mask(lengths, T)
     return dict(x=x, gy=torch.randn(B, T, C, generator=g), mask=mask)
 

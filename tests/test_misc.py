@@ -22,20 +22,6 @@ def test_saved_tensor_bytes_counts_a_storage_once():
         lu.saved_tensor_bytes(3, x)
 
 
-def test_seeds(monkeypatch):
-    monkeypatch.delenv("LNBN_SEED", raising=False)
-    assert lu.base_seed() == 0
-    monkeypatch.setenv("LNBN_SEED", "7")
-    assert lu.base_seed() == 7
-    monkeypatch.setenv("LNBN_SEED", "seven")
-    with pytest.raises(ValueError, match="LNBN_SEED to be an integer, got 'seven'"):
-        lu.base_seed()
-    g1, g2 = lu.seed_everything(3), lu.seed_everything(3)
-    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
-    with pytest.raises(ValueError, match="int seed"):
-        lu.seed_everything(1.5)
-
-
 def test_device_and_style():
     assert lu.get_device().type in ("cpu", "cuda")
     lu.set_style()
