@@ -1,4 +1,5 @@
-"""The auditor against models whose answers are known: the book's own norms and tiny models."""
+"""The auditor against models with known answers: the book's norms and tiny models."""
+
 import json
 import subprocess
 import sys
@@ -14,11 +15,19 @@ from lnbn_utils import audit as A
 PAD = lu.PaddingSpec("padding_mask", pad_is=True)  # the book's convention: True = pad
 
 
-def tiny(norm: str, causal: bool = True, position: str = "learned") -> lu.TinyTransformer:
+def tiny(
+    norm: str, causal: bool = True, position: str = "learned"
+) -> lu.TinyTransformer:
     torch.manual_seed(0)
     cfg = lu.TransformerConfig(
-        vocab_size=16, block_size=24, n_layer=1, n_head=2, n_embd=16,
-        norm=norm, causal=causal, position=position,
+        vocab_size=16,
+        block_size=24,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        norm=norm,
+        causal=causal,
+        position=position,
     )
     return lu.TinyTransformer(cfg)
 
@@ -39,7 +48,9 @@ def test_layernorm_model_couples_nothing_and_leaks_nothing():
         for prop in ("batch", "causal", "padding:length", "padding:values"):
             c = report.get(prop, mode)
             assert c.holds, c
-            assert c.change == 0 or prop == "padding:length", c  # longer T: other kernels
+            assert c.change == 0 or prop == "padding:length", (
+                c
+            )  # longer T: other kernels
     assert report.get("train_eval", "train->eval").holds
 
 
@@ -54,7 +65,9 @@ def test_batchnorm_couples_and_leaks_in_train_mode_only():
 
 
 def test_masked_batchnorm_is_pad_invariant_and_naive_batchnorm_is_not():
-    masked = lu.audit(tiny("masked_batch"), {"idx": ids()}, padding=PAD, properties=["padding"])
+    masked = lu.audit(
+        tiny("masked_batch"), {"idx": ids()}, padding=PAD, properties=["padding"]
+    )
     naive = lu.audit(tiny("batch"), {"idx": ids()}, padding=PAD, properties=["padding"])
     for prop in ("padding:length", "padding:values"):
         assert masked.get(prop, "train").holds, masked.get(prop, "train")
@@ -64,9 +77,20 @@ def test_masked_batchnorm_is_pad_invariant_and_naive_batchnorm_is_not():
 
 def test_left_padding_breaks_learned_positions_not_position_free_models():
     left = lu.PaddingSpec("padding_mask", True, sides=("right", "left"))
-    learned = lu.audit(tiny("layer"), {"idx": ids()}, padding=left, properties=["padding"], modes=["eval"])
-    free = lu.audit(tiny("layer", position="none"), {"idx": ids()}, padding=left,
-                    properties=["padding"], modes=["eval"])
+    learned = lu.audit(
+        tiny("layer"),
+        {"idx": ids()},
+        padding=left,
+        properties=["padding"],
+        modes=["eval"],
+    )
+    free = lu.audit(
+        tiny("layer", position="none"),
+        {"idx": ids()},
+        padding=left,
+        properties=["padding"],
+        modes=["eval"],
+    )
     assert not learned.get("padding:left", "eval").holds
     assert free.get("padding:left", "eval").holds
 
@@ -91,7 +115,9 @@ def test_order_dependent_coupling_is_caught_by_the_floor():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + x.flip(0)
 
-    c = lu.audit(Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]).get("batch", "eval")
+    c = lu.audit(Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]).get(
+        "batch", "eval"
+    )
     assert not c.holds and c.floor > 1e-3, c
 
 
@@ -117,11 +143,16 @@ def test_inventory_by_type_and_by_behaviour():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return (x - x.mean(-1, keepdim=True)) * self.weight
 
-    model = nn.Sequential(nn.BatchNorm1d(8), nn.LayerNorm(8), nn.GroupNorm(2, 8), OddNorm(8), TokenNorm(8))
+    model = nn.Sequential(
+        nn.BatchNorm1d(8), nn.LayerNorm(8), nn.GroupNorm(2, 8), OddNorm(8), TokenNorm(8)
+    )
     kinds = {r["class"]: r["kind"] for r in lu.norm_inventory(model)}
     assert kinds == {
-        "BatchNorm1d": "BatchNorm", "LayerNorm": "LayerNorm", "GroupNorm": "GroupNorm",
-        "OddNorm": "batch statistics (probed)", "TokenNorm": "per-example (probed)",
+        "BatchNorm1d": "BatchNorm",
+        "LayerNorm": "LayerNorm",
+        "GroupNorm": "GroupNorm",
+        "OddNorm": "batch statistics (probed)",
+        "TokenNorm": "per-example (probed)",
     }
     masked = {r["class"]: r["kind"] for r in lu.norm_inventory(tiny("masked_batch"))}
     assert masked == {"MaskedBatchNorm": "batch statistics (probed)"}
@@ -139,7 +170,7 @@ def test_table_and_json_and_failures():
         report.failures(["padding"])
 
 
-# ----------------------------------------------------------------------------- bad input
+# --------------------------------------------------------------------------- bad input
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -165,16 +196,26 @@ def test_bad_inputs_raise_clear_errors():
 def test_causal_check_on_a_non_causal_model_is_an_error():
     with pytest.raises(ValueError, match="applies only to causal models"):
         lu.audit(tiny("layer", causal=False), ids(), properties=["causal"])
-    report = lu.audit(tiny("layer", causal=False), ids(), properties=["causal"], causal=True, modes=["eval"])
-    assert not report.get("causal", "eval").holds  # bidirectional attention reads the future
+    report = lu.audit(
+        tiny("layer", causal=False),
+        ids(),
+        properties=["causal"],
+        causal=True,
+        modes=["eval"],
+    )
+    assert not report.get(
+        "causal", "eval"
+    ).holds  # bidirectional attention reads the future
 
 
 def test_model_that_rejects_the_inputs():
-    with pytest.raises(ValueError, match=r"accept the audit's inputs \(\(4, 12\) float32\)"):
+    with pytest.raises(
+        ValueError, match=r"accept the audit's inputs \(\(4, 12\) float32\)"
+    ):
         lu.audit(tiny("layer"), torch.randn(4, 12))
 
 
-# ----------------------------------------------------------------------------- loading and CLI
+# --------------------------------------------------------------------- loading and CLI
 
 
 @pytest.fixture
@@ -183,7 +224,8 @@ def factory_module(tmp_path, monkeypatch):
         "import torch, lnbn_utils as lu\n"
         "def make(norm='batch'):\n"
         "    torch.manual_seed(0)\n"
-        "    cfg = lu.TransformerConfig(vocab_size=16, block_size=16, n_layer=1, n_head=2, n_embd=16, norm=norm)\n"
+        "    cfg = lu.TransformerConfig(vocab_size=16, block_size=16, n_layer=1,\n"
+        "                               n_head=2, n_embd=16, norm=norm)\n"
         "    return lu.TinyTransformer(cfg), torch.randint(1, 16, (4, 8))\n"
         "not_a_model = 3\n"
     )
@@ -206,12 +248,30 @@ def test_load_model_errors(factory_module):
 
 def test_cli_exit_codes_and_json(factory_module, capsys):
     spec = f"{factory_module}:make"
-    assert A.main([spec, "--trials", "1", "--require", "batch:eval", "--progress", "never"]) == 0
+    assert (
+        A.main(
+            [spec, "--trials", "1", "--require", "batch:eval", "--progress", "never"]
+        )
+        == 0
+    )
     assert "TokenBatchNorm" in capsys.readouterr().out
     assert A.main([spec, "--trials", "1", "--require", "batch:train", "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["causal"] is True and any(c["verdict"] == "FAILS" for c in out["checks"])
-    assert A.main([spec, "--config", '{"norm": "layer"}', "--require", "batch", "--require", "causal"]) == 0
+    assert (
+        A.main(
+            [
+                spec,
+                "--config",
+                '{"norm": "layer"}',
+                "--require",
+                "batch",
+                "--require",
+                "causal",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(SystemExit) as e:
         A.main(["nowhere_xyz:make"])
     assert e.value.code == 2 and "could not import" in capsys.readouterr().err
@@ -230,14 +290,21 @@ def test_help_documents_every_option():
 
 def test_python_dash_m_runs_cleanly():
     src = str(Path(A.__file__).resolve().parents[1])
-    r = subprocess.run([sys.executable, "-m", "lnbn_utils.audit", "--help"], capture_output=True,
-                       text=True, env={"PYTHONPATH": src, "PATH": ""}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "lnbn_utils.audit", "--help"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": src, "PATH": ""},
+        timeout=120,
+    )
     assert r.returncode == 0 and "--require" in r.stdout
     assert "RuntimeWarning" not in r.stderr, r.stderr
 
 
 def test_missing_transformers_gives_install_hint(monkeypatch):
-    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    monkeypatch.setitem(
+        sys.modules, "transformers", None
+    )  # import transformers -> ImportError
     with pytest.raises(ImportError, match=r"lnbn_utils\[audit\]"):
         A.load_model("hf:GPT2Config")
 
@@ -245,15 +312,33 @@ def test_missing_transformers_gives_install_hint(monkeypatch):
 def test_hugging_face_gpt2_left_padding_bug_and_fix():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=32, n_positions=32,
-                                  bos_token_id=None, eos_token_id=None)
+    cfg = transformers.GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        vocab_size=32,
+        n_positions=32,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     model = transformers.GPT2LMHeadModel(cfg)
     x = {"input_ids": torch.randint(1, 32, (3, 8))}
     spec = lu.PaddingSpec("attention_mask", 0, sides=("right", "left"))
-    fixed = lu.PaddingSpec("attention_mask", 0, sides=("right", "left"),
-                           extra=lambda pad: {"position_ids": ((~pad).long().cumsum(1) - 1).clamp(min=0)})
+    fixed = lu.PaddingSpec(
+        "attention_mask",
+        0,
+        sides=("right", "left"),
+        extra=lambda pad: {"position_ids": ((~pad).long().cumsum(1) - 1).clamp(min=0)},
+    )
     bug = lu.audit(model, x, padding=spec, trials=1)
     fix = lu.audit(model, x, padding=fixed, trials=1)
-    assert bug.causal and bug.get("batch", "train").holds and bug.get("batch", "train").uncontrolled > 0
+    assert (
+        bug.causal
+        and bug.get("batch", "train").holds
+        and bug.get("batch", "train").uncontrolled > 0
+    )
     assert not bug.get("padding:left", "eval").holds
-    assert fix.get("padding:left", "eval").holds and fix.get("padding:length", "eval").holds
+    assert (
+        fix.get("padding:left", "eval").holds
+        and fix.get("padding:length", "eval").holds
+    )

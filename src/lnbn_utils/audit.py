@@ -1,7 +1,7 @@
-"""Audit a model for the book's four hazards: batch coupling, causal leaks, padding, train/eval.
+"""Audit a model for batch coupling, causal leaks, padding dependence, train/eval gaps.
 
     import lnbn_utils as lu
-    report = lu.audit(model, tokens)             # the module is callable: lu.audit.audit
+    report = lu.audit(model, tokens)  # the module is callable: lu.audit.audit
     print(report.table())
 
 or from a shell (``--help`` lists every option)::
@@ -31,6 +31,7 @@ order), which no batch-permutation-equivariant model should notice beyond roundi
 ``transformers`` is optional (``pip install 'lnbn_utils[audit]'``); it is imported only
 to build a model from a Hugging Face config name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,9 @@ TRANSFORMERS_HINT = (
     "this needs Hugging Face transformers: pip install 'lnbn_utils[audit]' "
     "(or pip install transformers==5.24.0)"
 )
-KNOWN_NORMS: tuple[tuple[type, str, str], ...] = (  # (class, name, what its statistics span)
+KNOWN_NORMS: tuple[
+    tuple[type, str, str], ...
+] = (  # (class, name, what its statistics span)
     (nn.SyncBatchNorm, "SyncBatchNorm", "batch (all processes) in train mode"),
     (nn.modules.batchnorm._BatchNorm, "BatchNorm", "batch in train mode"),
     (nn.LayerNorm, "LayerNorm", "each example's own features"),
@@ -73,10 +76,12 @@ KNOWN_NORMS: tuple[tuple[type, str, str], ...] = (  # (class, name, what its sta
     (nn.LocalResponseNorm, "LocalResponseNorm", "neighbouring channels"),
 )
 if hasattr(nn, "RMSNorm"):
-    KNOWN_NORMS = KNOWN_NORMS + ((nn.RMSNorm, "RMSNorm", "each example's own features"),)
+    KNOWN_NORMS = KNOWN_NORMS + (
+        (nn.RMSNorm, "RMSNorm", "each example's own features"),
+    )
 
 
-# ----------------------------------------------------------------------------- data
+# -------------------------------------------------------------------------------- data
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,12 @@ class PaddingSpec:
     def __post_init__(self) -> None:
         bad = [s for s in self.sides if s not in ("right", "left")]
         if bad or not self.sides:
-            raise ValueError(f"expected sides from ('right', 'left'), got {self.sides!r}")
+            raise ValueError(
+                f"expected sides from ('right', 'left'), got {self.sides!r}"
+            )
 
     def mask(self, pad: torch.Tensor, like: Optional[torch.Tensor]) -> torch.Tensor:
-        """The model's mask for a bool (B, T) pad mask, in the dtype of ``like`` if given."""
+        """The model's mask for a bool (B, T) pad mask (dtype of ``like`` if given)."""
         if isinstance(self.pad_is, bool):
             m = pad if self.pad_is else ~pad
             return m if like is None else m.to(like.dtype)
@@ -144,7 +151,7 @@ class CheckResult:
 
 @dataclass
 class AuditReport:
-    """Everything ``audit`` measured: checks per property and mode, and the norm layers."""
+    """What ``audit`` measured: checks per property and mode, and the norm layers."""
 
     model: str
     checks: list[CheckResult]
@@ -162,15 +169,21 @@ class AuditReport:
         raise KeyError(f"expected one of {have}, got ({prop!r}, {mode!r})")
 
     def failures(self, require: Sequence[str] = ()) -> list[CheckResult]:
-        """Failed checks among ``require`` (``"prop"`` or ``"prop:mode"``; empty: all)."""
+        """Failures among ``require`` (``"prop"`` or ``"prop:mode"``; empty: all)."""
         if not require:
             return [c for c in self.checks if not c.holds]
         out = []
         for req in require:
-            prop, _, mode = req.partition(":") if req.count(":") != 2 else req.rpartition(":")
+            prop, _, mode = (
+                req.partition(":") if req.count(":") != 2 else req.rpartition(":")
+            )
             if mode and mode not in MODES and mode != "train->eval":
                 prop, mode = req, ""
-            hits = [c for c in self.checks if c.property.startswith(prop) and mode in ("", c.mode)]
+            hits = [
+                c
+                for c in self.checks
+                if c.property.startswith(prop) and mode in ("", c.mode)
+            ]
             if not hits:
                 raise ValueError(f"expected a measured property, got {req!r}")
             out += [c for c in hits if not c.holds and c not in out]
@@ -178,8 +191,12 @@ class AuditReport:
 
     def table(self) -> str:
         """A plain-text table of the checks, then the norm inventory."""
-        head = f"{'property':<16}{'mode':<12}{'change':>11}{'floor':>11}{'no RNG ctl':>12}  verdict"
-        lines = [f"audit of {self.model}  (inputs {self.shape}, causal={self.causal})", head]
+        cols = f"{'property':<16}{'mode':<12}{'change':>11}{'floor':>11}"
+        head = f"{cols}{'no RNG ctl':>12}  verdict"
+        lines = [
+            f"audit of {self.model}  (inputs {self.shape}, causal={self.causal})",
+            head,
+        ]
         lines.append("-" * len(head))
         for c in self.checks:
             unc = "" if c.uncontrolled is None else f"{c.uncontrolled:.3g}"
@@ -187,7 +204,10 @@ class AuditReport:
                 f"{c.property:<16}{c.mode:<12}{c.change:>11.3g}{c.floor:>11.3g}{unc:>12}"
                 f"  {c.verdict}{'  ' + c.note if c.note else ''}"
             )
-        lines.append("norm layers: " + (", ".join(_inv_line(r) for r in self.inventory) or "none"))
+        lines.append(
+            "norm layers: "
+            + (", ".join(_inv_line(r) for r in self.inventory) or "none")
+        )
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -202,13 +222,15 @@ def _inv_line(r: dict) -> str:
     return f"{r['count']} x {r['class']} [{r['kind']}]"
 
 
-# ----------------------------------------------------------------------------- inputs
+# ------------------------------------------------------------------------------ inputs
 
 
 class _Inputs:
-    """Positional and keyword inputs with one *primary* tensor whose dim 0 is the batch."""
+    """Positional and keyword inputs; dim 0 of the *primary* tensor is the batch."""
 
-    def __init__(self, args: Sequence[Any], kwargs: Mapping[str, Any], primary: Any) -> None:
+    def __init__(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], primary: Any
+    ) -> None:
         self.args, self.kwargs, self.primary = list(args), dict(kwargs), primary
 
     @classmethod
@@ -218,17 +240,26 @@ class _Inputs:
         if isinstance(example, (tuple, list)) and example:
             return cls(example, {}, 0 if primary is None else int(primary))
         if isinstance(example, Mapping) and example:
-            key = primary or next((k for k in PRIMARY_NAMES if k in example), next(iter(example)))
+            key = primary or next(
+                (k for k in PRIMARY_NAMES if k in example), next(iter(example))
+            )
             if key not in example:
-                raise ValueError(f"expected primary input {key!r} among {list(example)}, got none")
+                raise ValueError(
+                    f"expected primary input {key!r} among {list(example)}, got none"
+                )
             return cls([], example, key)
         raise TypeError(
             "expected example_inputs to be a tensor, a non-empty tuple of positional "
-            f"inputs or a non-empty dict of keyword inputs, got {type(example).__name__}"
+            "inputs or a non-empty dict of keyword inputs, "
+            f"got {type(example).__name__}"
         )
 
     def get(self) -> torch.Tensor:
-        return self.args[self.primary] if isinstance(self.primary, int) else self.kwargs[self.primary]
+        return (
+            self.args[self.primary]
+            if isinstance(self.primary, int)
+            else self.kwargs[self.primary]
+        )
 
     def replace(self, x: torch.Tensor, **kw: Any) -> "_Inputs":
         new = _Inputs(self.args, {**self.kwargs, **kw}, self.primary)
@@ -238,14 +269,22 @@ class _Inputs:
             new.kwargs[self.primary] = x
         return new
 
-    def map_batch(self, fn: Callable[[torch.Tensor], torch.Tensor], B: int) -> "_Inputs":
-        """Apply ``fn`` to every tensor whose dim 0 is the batch (reorders, selections)."""
-        f = lambda v: fn(v) if isinstance(v, torch.Tensor) and v.dim() and len(v) == B else v  # noqa: E731
-        return _Inputs([f(a) for a in self.args], {k: f(v) for k, v in self.kwargs.items()}, self.primary)
+    def map_batch(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], B: int
+    ) -> "_Inputs":
+        """Apply ``fn`` to every tensor whose dim 0 is the batch (e.g. a reorder)."""
+        f = lambda v: (
+            fn(v) if isinstance(v, torch.Tensor) and v.dim() and len(v) == B else v
+        )  # noqa: E731
+        return _Inputs(
+            [f(a) for a in self.args],
+            {k: f(v) for k, v in self.kwargs.items()},
+            self.primary,
+        )
 
 
 def _output(out: Any) -> torch.Tensor:
-    """The tensor to compare: ``logits``, else ``last_hidden_state``, else the first tensor."""
+    """The tensor to compare: ``logits``, ``last_hidden_state``, or the first tensor."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, Mapping):
@@ -257,7 +296,10 @@ def _output(out: Any) -> torch.Tensor:
         for v in out:
             if isinstance(v, torch.Tensor):
                 return v
-    raise TypeError(f"expected the model to return a tensor, a tuple or a dict of tensors, got {type(out).__name__}")
+    raise TypeError(
+        "expected the model to return a tensor, a tuple or a dict of tensors, "
+        f"got {type(out).__name__}"
+    )
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -271,19 +313,26 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _perturbed(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Fresh values for ``x`` drawn like it: ids from those present, floats ~ N(mean, std)."""
+    """Fresh values like ``x``: ids from those present, floats ~ N(mean, std)."""
     if x.dtype == torch.bool:
-        raise TypeError("expected the primary input to be ids or floats, got a bool tensor")
+        raise TypeError(
+            "expected the primary input to be ids or floats, got a bool tensor"
+        )
     if not x.is_floating_point():
         vocab = x.unique()
         if len(vocab) < 2:
-            raise ValueError(f"expected at least 2 distinct ids in the example batch, got {vocab.tolist()}")
+            raise ValueError(
+                "expected at least 2 distinct ids in the example batch, "
+                f"got {vocab.tolist()}"
+            )
         return vocab[torch.randint(len(vocab), x.shape, generator=g)].to(x.device)
     std = float(x.std()) if x.numel() > 1 and float(x.std()) > 0 else 1.0
-    return (torch.randn(x.shape, generator=g, dtype=x.dtype) * std + float(x.mean())).to(x.device)
+    return (
+        torch.randn(x.shape, generator=g, dtype=x.dtype) * std + float(x.mean())
+    ).to(x.device)
 
 
-# ----------------------------------------------------------------------------- model state
+# ------------------------------------------------------------------------- model state
 
 
 @contextlib.contextmanager
@@ -303,7 +352,7 @@ def _preserved(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def dropout_off(model: nn.Module) -> Iterator[None]:
-    """Set every dropout probability to 0 (modules, and ``nn.MultiheadAttention.dropout``)."""
+    """Set every dropout probability to 0 (also ``nn.MultiheadAttention.dropout``)."""
     saved = []
     for m in model.modules():
         if isinstance(m, nn.modules.dropout._DropoutNd):
@@ -320,7 +369,7 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
 
 
 class _Runner:
-    """Calls the model under a fixed random state, counting forwards for the progress bar."""
+    """Calls the model under a fixed random state; counts forwards for the progress."""
 
     def __init__(self, model: nn.Module, seed: int, progress: "_Progress") -> None:
         self.model, self.seed, self.progress = model, seed, progress
@@ -341,7 +390,11 @@ class _Runner:
 
 def _describe(inp: _Inputs) -> str:
     def d(v: Any) -> str:
-        return f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor) else type(v).__name__
+        return (
+            f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+            if isinstance(v, torch.Tensor)
+            else type(v).__name__
+        )
 
     parts = [d(a) for a in inp.args] + [f"{k}={d(v)}" for k, v in inp.kwargs.items()]
     return ", ".join(parts)
@@ -366,7 +419,7 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-# ----------------------------------------------------------------------------- inventory
+# --------------------------------------------------------------------------- inventory
 
 
 def norm_inventory(model: nn.Module, probe: bool = True) -> list[dict]:
@@ -392,13 +445,24 @@ def norm_inventory(model: nn.Module, probe: bool = True) -> list[dict]:
         if known:
             from_torch = type(m).__module__.startswith("torch.nn")
             kind = known[0] if from_torch else f"{known[0]} subclass"
-            row = rows.setdefault(cls, {"class": cls, "kind": kind, "count": 0, "spans": known[1]})
-        elif "norm" in cls.lower() or any(n == "running_mean" for n, _ in m.named_buffers(recurse=False)):
-            if any(isinstance(c, tuple(k for k, _, _ in KNOWN_NORMS)) for c in m.modules()):
+            row = rows.setdefault(
+                cls, {"class": cls, "kind": kind, "count": 0, "spans": known[1]}
+            )
+        elif "norm" in cls.lower() or any(
+            n == "running_mean" for n, _ in m.named_buffers(recurse=False)
+        ):
+            if any(
+                isinstance(c, tuple(k for k, _, _ in KNOWN_NORMS)) for c in m.modules()
+            ):
                 continue  # a wrapper around a known norm: the norm itself is listed
             if cls not in rows:
                 kind = _probe_norm(m) if probe else "unknown (not probed)"
-                rows[cls] = {"class": cls, "kind": kind, "count": 0, "spans": "by behaviour"}
+                rows[cls] = {
+                    "class": cls,
+                    "kind": kind,
+                    "count": 0,
+                    "spans": "by behaviour",
+                }
             row = rows[cls]
         else:
             continue
@@ -408,8 +472,14 @@ def norm_inventory(model: nn.Module, probe: bool = True) -> list[dict]:
 
 def _probe_norm(m: nn.Module) -> str:
     """Classify an unknown norm layer by feeding it (4, 8, C) inputs in train mode."""
-    C = next((int(p.shape[0]) for p in m.parameters(recurse=False) if p.dim() == 1), None)
-    C = C or getattr(m, "num_features", None) or getattr(m, "normalized_shape", (None,))[0]
+    C = next(
+        (int(p.shape[0]) for p in m.parameters(recurse=False) if p.dim() == 1), None
+    )
+    C = (
+        C
+        or getattr(m, "num_features", None)
+        or getattr(m, "normalized_shape", (None,))[0]
+    )
     if not C:
         return "unknown (no feature size)"
     g = torch.Generator().manual_seed(0)
@@ -425,11 +495,11 @@ def _probe_norm(m: nn.Module) -> str:
     return "batch statistics (probed)" if change > 1e-5 else "per-example (probed)"
 
 
-# ----------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------------------ checks
 
 
 def _is_causal(model: nn.Module) -> bool:
-    """Whether the model declares itself causal (attribute, config, class name, attention)."""
+    """Whether the model says it is causal (attribute, config, class, attention)."""
     for obj in (model, getattr(model, "config", None), getattr(model, "cfg", None)):
         for attr in ("is_causal", "causal", "is_decoder"):
             if isinstance(getattr(obj, attr, None), bool) and getattr(obj, attr):
@@ -440,15 +510,23 @@ def _is_causal(model: nn.Module) -> bool:
     return any(getattr(m, "is_causal", None) is True for m in model.modules())
 
 
-FLOOR_CAP = 1e-3  # a "floor" above this is not rounding: the output depends on batch order
+FLOOR_CAP = (
+    1e-3  # a "floor" above this is not rounding: the output depends on batch order
+)
 
 
-def _judge(prop: str, mode: str, change: float, floor: float, rtol: float, **kw: Any) -> CheckResult:
+def _judge(
+    prop: str, mode: str, change: float, floor: float, rtol: float, **kw: Any
+) -> CheckResult:
     tol = max(rtol, 10 * floor)
-    return CheckResult(prop, mode, change, floor, tol, change <= tol and floor <= FLOOR_CAP, **kw)
+    return CheckResult(
+        prop, mode, change, floor, tol, change <= tol and floor <= FLOOR_CAP, **kw
+    )
 
 
-def _check_batch(run: _Runner, inp: _Inputs, B: int, trials: int, g: torch.Generator) -> tuple[float, float, float]:
+def _check_batch(
+    run: _Runner, inp: _Inputs, B: int, trials: int, g: torch.Generator
+) -> tuple[float, float, float]:
     """(max change, floor, max change without RNG control) of one example's output."""
     base = run(inp)
     changes, floors, unctl = [], [], []
@@ -466,7 +544,7 @@ def _check_batch(run: _Runner, inp: _Inputs, B: int, trials: int, g: torch.Gener
 
 
 def _float_floor(run: _Runner, inp: _Inputs, B: int, i: int) -> float:
-    """How much example i moves when only its slot changes (same partners, rolled order).
+    """How much example i moves when only its slot changes (same partners, rolled).
 
     Dropout is off for this comparison: a dropout mask is drawn per slot, so moving an
     example would change its mask.
@@ -482,11 +560,14 @@ def _check_causal(run: _Runner, inp: _Inputs, trials: int, g: torch.Generator) -
     x = inp.get()
     T = x.shape[1]
     if T < 2:
-        raise ValueError(f"expected at least 2 positions for the causal check, got T={T}")
+        raise ValueError(
+            f"expected at least 2 positions for the causal check, got T={T}"
+        )
     base = run(inp)
     if base.dim() < 2 or base.shape[1] != T:
         raise ValueError(
-            f"expected per-position outputs (B, T={T}, ...) for the causal check, got {tuple(base.shape)}"
+            f"expected per-position outputs (B, T={T}, ...) for the causal check, "
+            f"got {tuple(base.shape)}"
         )
     changes = []
     for _ in range(trials):
@@ -497,11 +578,17 @@ def _check_causal(run: _Runner, inp: _Inputs, trials: int, g: torch.Generator) -
     return max(changes)
 
 
-def _pad(inp: _Inputs, spec: PaddingSpec, k: int, side: str, values: Optional[torch.Tensor]) -> tuple[_Inputs, slice]:
-    """Pad every (B, T, ...) input by ``k`` on ``side``; return the inputs and the real slice."""
+def _pad(
+    inp: _Inputs, spec: PaddingSpec, k: int, side: str, values: Optional[torch.Tensor]
+) -> tuple[_Inputs, slice]:
+    """Pad each (B, T, ...) input by ``k`` on ``side``; return inputs and real slice."""
     x = inp.get()
     B, T = x.shape[:2]
-    padv = values if values is not None else torch.full((B, k, *x.shape[2:]), spec.pad_value, dtype=x.dtype)
+    padv = (
+        values
+        if values is not None
+        else torch.full((B, k, *x.shape[2:]), spec.pad_value, dtype=x.dtype)
+    )
 
     def cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.cat([a, b] if side == "right" else [b, a], dim=1)
@@ -509,8 +596,16 @@ def _pad(inp: _Inputs, spec: PaddingSpec, k: int, side: str, values: Optional[to
     pad = torch.zeros(B, T, dtype=torch.bool)
     pad = cat(pad, torch.ones(B, k, dtype=torch.bool))
     kw = {}
-    for name, v in inp.kwargs.items():  # other per-token inputs (token types, an all-real mask)
-        if name != spec.mask_arg and isinstance(v, torch.Tensor) and v.dim() >= 2 and v.shape[:2] == (B, T):
+    for (
+        name,
+        v,
+    ) in inp.kwargs.items():  # other per-token inputs (token types, an all-real mask)
+        if (
+            name != spec.mask_arg
+            and isinstance(v, torch.Tensor)
+            and v.dim() >= 2
+            and v.shape[:2] == (B, T)
+        ):
             kw[name] = cat(v, torch.zeros(B, k, *v.shape[2:], dtype=v.dtype))
     kw[spec.mask_arg] = spec.mask(pad, inp.kwargs.get(spec.mask_arg))
     if spec.extra is not None:
@@ -519,11 +614,17 @@ def _pad(inp: _Inputs, spec: PaddingSpec, k: int, side: str, values: Optional[to
     return inp.replace(cat(x, padv), **kw), real
 
 
-def _check_padding(run: _Runner, inp: _Inputs, spec: PaddingSpec, k: int, g: torch.Generator) -> dict[str, float]:
+def _check_padding(
+    run: _Runner, inp: _Inputs, spec: PaddingSpec, k: int, g: torch.Generator
+) -> dict[str, float]:
     """Relative change at real positions: more pads, other pad values, each side."""
     x = inp.get()
     B, T = x.shape[:2]
-    ref_kw = {spec.mask_arg: spec.mask(torch.zeros(B, T, dtype=torch.bool), inp.kwargs.get(spec.mask_arg))}
+    ref_kw = {
+        spec.mask_arg: spec.mask(
+            torch.zeros(B, T, dtype=torch.bool), inp.kwargs.get(spec.mask_arg)
+        )
+    }
     if spec.extra is not None:
         ref_kw.update(spec.extra(torch.zeros(B, T, dtype=torch.bool)))
     base = run(inp.replace(x, **ref_kw))
@@ -539,12 +640,14 @@ def _check_padding(run: _Runner, inp: _Inputs, spec: PaddingSpec, k: int, g: tor
         res[name] = _rel(at_real(run(padded), real), base)
     side = spec.sides[0]
     padded, real = _pad(inp, spec, k, side, None)
-    other, _ = _pad(inp, spec, k, side, _perturbed(x, g)[:, :k].expand(B, k, *x.shape[2:]).clone())
+    other, _ = _pad(
+        inp, spec, k, side, _perturbed(x, g)[:, :k].expand(B, k, *x.shape[2:]).clone()
+    )
     res["padding:values"] = _rel(at_real(run(other), real), at_real(run(padded), real))
     return res
 
 
-# ----------------------------------------------------------------------------- audit
+# ------------------------------------------------------------------------------- audit
 
 
 def audit(
@@ -600,14 +703,22 @@ def audit(
         (False, True)
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected model to be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"expected model to be a torch.nn.Module, got {type(model).__name__}"
+        )
     inp = _Inputs.wrap(example_inputs, primary)
     x = inp.get()
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise TypeError(f"expected the primary input to be a tensor with a batch dim, got {_describe(inp)}")
+        raise TypeError(
+            "expected the primary input to be a tensor with a batch dim, "
+            f"got {_describe(inp)}"
+        )
     B = x.shape[0]
     if B < 2:
-        raise ValueError(f"expected a batch of at least 2 examples (dim 0), got shape {tuple(x.shape)}")
+        raise ValueError(
+            "expected a batch of at least 2 examples (dim 0), "
+            f"got shape {tuple(x.shape)}"
+        )
     bad = [m for m in modes if m not in MODES] or ([] if modes else ["(none)"])
     if bad:
         raise ValueError(f"expected modes from {MODES}, got {list(modes)}")
@@ -624,64 +735,113 @@ def audit(
     with _preserved(model):
         for mode in modes:
             model.train(mode == "train")
-            checks += _audit_mode(run, inp, mode, props, trials, g, padding, k, rtol, bar)
+            checks += _audit_mode(
+                run, inp, mode, props, trials, g, padding, k, rtol, bar
+            )
         if "train_eval" in props:
             bar.label = "train_eval"
             checks.append(_train_eval(run, inp, model, rtol))
     bar.close()
     inventory = norm_inventory(model)
-    settings = {"trials": trials, "rtol": rtol, "seed": seed, "pad_length": k, "modes": list(modes)}
+    settings = {
+        "trials": trials,
+        "rtol": rtol,
+        "seed": seed,
+        "pad_length": k,
+        "modes": list(modes),
+    }
     shape = _describe(inp)
-    return AuditReport(name or type(model).__name__, checks, inventory, shape, is_causal, settings)
+    return AuditReport(
+        name or type(model).__name__, checks, inventory, shape, is_causal, settings
+    )
 
 
-def _resolve_properties(props: Optional[Sequence[str]], causal: bool, padding: Optional[PaddingSpec], x: torch.Tensor) -> list[str]:
+def _resolve_properties(
+    props: Optional[Sequence[str]],
+    causal: bool,
+    padding: Optional[PaddingSpec],
+    x: torch.Tensor,
+) -> list[str]:
     if props is None:
-        props = ["batch"] + (["causal"] if causal else []) + (["padding"] if padding else []) + ["train_eval"]
+        props = (
+            ["batch"]
+            + (["causal"] if causal else [])
+            + (["padding"] if padding else [])
+            + ["train_eval"]
+        )
     props = list(props)
     bad = [p for p in props if p not in PROPERTIES]
     if bad:
         raise ValueError(f"expected properties from {PROPERTIES}, got {bad}")
     if "causal" in props and not causal:
         raise ValueError(
-            "causal leakage applies only to causal models; this one does not declare itself "
+            "causal leakage applies only to causal models; this one does not say it is "
             "causal (pass causal=True, or --causal, if it is)"
         )
     if "padding" in props and padding is None:
-        raise ValueError("the padding check needs the model's mask convention: pass padding=PaddingSpec(...)")
+        raise ValueError(
+            "the padding check needs the model's mask convention: "
+            "pass padding=PaddingSpec(...)"
+        )
     if ("causal" in props or "padding" in props) and x.dim() < 2:
-        raise ValueError(f"expected a (B, T, ...) primary input for causal/padding checks, got {tuple(x.shape)}")
+        raise ValueError(
+            "expected a (B, T, ...) primary input for causal/padding checks, "
+            f"got {tuple(x.shape)}"
+        )
     return props
 
 
-def _count_forwards(props: Sequence[str], modes: Sequence[str], trials: int, padding: Optional[PaddingSpec]) -> int:
-    per_mode = ("batch" in props) * (1 + 4 * trials) + ("causal" in props) * (1 + trials)
+def _count_forwards(
+    props: Sequence[str],
+    modes: Sequence[str],
+    trials: int,
+    padding: Optional[PaddingSpec],
+) -> int:
+    per_mode = ("batch" in props) * (1 + 4 * trials) + ("causal" in props) * (
+        1 + trials
+    )
     per_mode += ("padding" in props) * (3 + len(padding.sides) if padding else 0)
     return per_mode * len(modes) + ("train_eval" in props) * 3
 
 
-def _audit_mode(run, inp, mode, props, trials, g, padding, k, rtol, bar) -> list[CheckResult]:  # noqa: ANN001
+def _audit_mode(
+    run, inp, mode, props, trials, g, padding, k, rtol, bar
+) -> list[CheckResult]:  # noqa: ANN001
     out = []
     B = inp.get().shape[0]
     floor = 0.0
     if "batch" in props:
         bar.label = f"batch/{mode}"
         change, floor, unctl = _check_batch(run, inp, B, trials, g)
-        out.append(_judge("batch", mode, change, floor, rtol, uncontrolled=unctl if mode == "train" else None))
+        out.append(
+            _judge(
+                "batch",
+                mode,
+                change,
+                floor,
+                rtol,
+                uncontrolled=unctl if mode == "train" else None,
+            )
+        )
     if "causal" in props:
         bar.label = f"causal/{mode}"
-        out.append(_judge("causal", mode, _check_causal(run, inp, trials, g), floor, rtol))
+        out.append(
+            _judge("causal", mode, _check_causal(run, inp, trials, g), floor, rtol)
+        )
     if "padding" in props:
         bar.label = f"padding/{mode}"
         ctx = dropout_off(run.model) if mode == "train" else contextlib.nullcontext()
-        with ctx:  # pad length changes shapes, so equal seeds would not give equal dropout masks
+        # pad length changes shapes, so equal seeds would not give equal dropout masks
+        with ctx:
             res = _check_padding(run, inp, padding, k, g)
         note = "dropout off" if mode == "train" else ""
         out += [_judge(p, mode, v, floor, rtol, note=note) for p, v in res.items()]
     return out
 
 
-def _train_eval(run: _Runner, inp: _Inputs, model: nn.Module, rtol: float) -> CheckResult:
+def _train_eval(
+    run: _Runner, inp: _Inputs, model: nn.Module, rtol: float
+) -> CheckResult:
     """Train-mode output (dropout off) vs eval-mode output on the same batch."""
     model.eval()
     ev = run(inp)
@@ -689,13 +849,24 @@ def _train_eval(run: _Runner, inp: _Inputs, model: nn.Module, rtol: float) -> Ch
     raw = _rel(run(inp), ev)
     with dropout_off(model):
         change = _rel(run(inp), ev)
-    return CheckResult("train_eval", "train->eval", change, 0.0, rtol, change <= rtol, uncontrolled=raw, note="dropout off")
+    return CheckResult(
+        "train_eval",
+        "train->eval",
+        change,
+        0.0,
+        rtol,
+        change <= rtol,
+        uncontrolled=raw,
+        note="dropout off",
+    )
 
 
 # ----------------------------------------------------------------------------- loading
 
 
-def load_model(spec: str, config: Optional[dict] = None, model_class: Optional[str] = None) -> tuple[nn.Module, Any]:
+def load_model(
+    spec: str, config: Optional[dict] = None, model_class: Optional[str] = None
+) -> tuple[nn.Module, Any]:
     """A model (and example inputs, if the factory gives them) from a string.
 
     ``"pkg.module:factory"`` calls ``factory(**config)``, which returns a model or a
@@ -713,16 +884,28 @@ def load_model(spec: str, config: Optional[dict] = None, model_class: Optional[s
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ValueError(f"could not import module {mod_name!r} from {spec!r}: {e}") from e
+        raise ValueError(
+            f"could not import module {mod_name!r} from {spec!r}: {e}"
+        ) from e
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})")
+            raise ValueError(
+                f"module {mod_name!r} has no attribute {attr!r} (from {spec!r})"
+            )
         obj = getattr(obj, part)
-    made = obj(**(config or {})) if callable(obj) and not isinstance(obj, nn.Module) else obj
-    model, example = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    made = (
+        obj(**(config or {}))
+        if callable(obj) and not isinstance(obj, nn.Module)
+        else obj
+    )
+    model, example = (
+        made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    )
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected {spec!r} to give an nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"expected {spec!r} to give an nn.Module, got {type(model).__name__}"
+        )
     return model, example
 
 
@@ -733,7 +916,10 @@ def _load_hf(name: str, overrides: dict, model_class: Optional[str]) -> nn.Modul
         raise ImportError(f"{name}: {TRANSFORMERS_HINT}") from e
     cfg_cls = getattr(transformers, name, None)
     if cfg_cls is None or not name.endswith("Config"):
-        raise ValueError(f"expected a transformers config class name such as 'GPT2Config', got {name!r}")
+        raise ValueError(
+            "expected a transformers config class name such as 'GPT2Config', "
+            f"got {name!r}"
+        )
     cfg = cfg_cls(**overrides)
     cls = getattr(transformers, model_class or "AutoModel", None)
     if cls is None:
@@ -741,17 +927,26 @@ def _load_hf(name: str, overrides: dict, model_class: Optional[str]) -> nn.Modul
     return cls.from_config(cfg) if hasattr(cls, "from_config") else cls(cfg)
 
 
-def example_for(model: nn.Module, batch: int = 4, length: int = 16, seed: int = 0) -> dict:
-    """Random inputs that fit a model built from a Hugging Face config (ids, or pixels)."""
+def example_for(
+    model: nn.Module, batch: int = 4, length: int = 16, seed: int = 0
+) -> dict:
+    """Random inputs for a model built from a Hugging Face config (ids or pixels)."""
     cfg = getattr(model, "config", None)
     g = torch.Generator().manual_seed(seed)
     if cfg is not None and getattr(cfg, "image_size", None):
         size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
-        return {"pixel_values": torch.randn(batch, getattr(cfg, "num_channels", 3), size, size, generator=g)}
+        return {
+            "pixel_values": torch.randn(
+                batch, getattr(cfg, "num_channels", 3), size, size, generator=g
+            )
+        }
     if cfg is not None and getattr(cfg, "vocab_size", None):
-        return {"input_ids": torch.randint(1, cfg.vocab_size, (batch, length), generator=g)}
+        return {
+            "input_ids": torch.randint(1, cfg.vocab_size, (batch, length), generator=g)
+        }
     raise ValueError(
-        f"cannot guess inputs for {type(model).__name__}: use --inputs, or a factory that "
+        f"cannot guess inputs for {type(model).__name__}: use --inputs, or a factory "
+        "that "
         "returns (model, example_inputs)"
     )
 
@@ -764,7 +959,9 @@ def _parse_inputs(text: str, seed: int) -> Any:
         shape = tuple(int(d) for d in dims.split(","))
         vocab_n = int(vocab) if vocab else 64
     except ValueError:
-        raise ValueError(f"expected e.g. ids:4,16:64 or float:4,16,32, got {text!r}") from None
+        raise ValueError(
+            f"expected e.g. ids:4,16:64 or float:4,16,32, got {text!r}"
+        ) from None
     g = torch.Generator().manual_seed(seed)
     if kind == "ids":
         return torch.randint(1, vocab_n, shape, generator=g)
@@ -779,48 +976,138 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Audit a model for batch coupling, causal leakage, padding invariance and "
             "train/eval discrepancy, in train and eval mode, and list its norm layers. "
-            "Exit status: 0 if every required property holds, 1 if one fails, 2 on bad usage."
+            "Exit status: 0 if every required property holds, 1 if one fails, "
+            "2 on bad usage."
         ),
         epilog=(
             "examples:\n"
-            "  python -m lnbn_utils.audit hf:GPT2Config --config '{\"n_layer\": 2, \"n_embd\": 64}' "
+            "  python -m lnbn_utils.audit hf:GPT2Config "
+            '--config \'{"n_layer": 2, "n_embd": 64}\' '
             "--model-class GPT2LMHeadModel --mask-arg attention_mask\n"
-            "  python -m lnbn_utils.audit mypkg.models:make --inputs ids:8,32:100 --require batch:eval"
+            "  python -m lnbn_utils.audit mypkg.models:make --inputs ids:8,32:100 "
+            "--require batch:eval"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="'pkg.module:factory' (returns a model or (model, example_inputs)) "
-                   "or 'hf:SomeConfig' (a transformers config, random weights, no download)")
-    p.add_argument("--config", default="{}", help="JSON dict: keyword arguments for the factory or the config")
-    p.add_argument("--model-class", default=None, help="transformers model class for hf: (default AutoModel)")
-    p.add_argument("--inputs", default=None, help="random example inputs: ids:B,T[:VOCAB], float:B,T,C or "
-                   "image:B,C,H,W (default: from the factory, or guessed from the hf config)")
-    p.add_argument("--batch", type=int, default=4, help="batch size of guessed hf inputs (default 4)")
-    p.add_argument("--length", type=int, default=16, help="sequence length of guessed hf inputs (default 16)")
-    p.add_argument("--properties", default=None, help="comma list from batch,causal,padding,train_eval "
-                   "(default: all that apply)")
-    p.add_argument("--modes", default="train,eval", help="comma list from train,eval (default both)")
+    p.add_argument(
+        "model",
+        help="'pkg.module:factory' (returns a model or (model, example_inputs)) "
+        "or 'hf:SomeConfig' (a transformers config, random weights, no download)",
+    )
+    p.add_argument(
+        "--config",
+        default="{}",
+        help="JSON dict: keyword arguments for the factory or the config",
+    )
+    p.add_argument(
+        "--model-class",
+        default=None,
+        help="transformers model class for hf: (default AutoModel)",
+    )
+    p.add_argument(
+        "--inputs",
+        default=None,
+        help="random example inputs: ids:B,T[:VOCAB], float:B,T,C or "
+        "image:B,C,H,W (default: from the factory, or guessed from the hf config)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="batch size of guessed hf inputs (default 4)",
+    )
+    p.add_argument(
+        "--length",
+        type=int,
+        default=16,
+        help="sequence length of guessed hf inputs (default 16)",
+    )
+    p.add_argument(
+        "--properties",
+        default=None,
+        help="comma list from batch,causal,padding,train_eval "
+        "(default: all that apply)",
+    )
+    p.add_argument(
+        "--modes",
+        default="train,eval",
+        help="comma list from train,eval (default both)",
+    )
     causal = p.add_mutually_exclusive_group()
-    causal.add_argument("--causal", dest="causal", action="store_true", default=None,
-                        help="treat the model as causal (default: detect)")
-    causal.add_argument("--not-causal", dest="causal", action="store_false", help="treat it as not causal")
-    p.add_argument("--mask-arg", default=None, help="keyword that takes the padding mask; enables the "
-                   "padding check (attention_mask, padding_mask, src_key_padding_mask, ...)")
-    p.add_argument("--pad-is", default="0", help="mask value marking a pad: 0 (Hugging Face, default), "
-                   "1, true (PyTorch key_padding_mask) or false")
-    p.add_argument("--pad-value", type=float, default=0, help="value of padded input positions (default 0)")
-    p.add_argument("--pad-sides", default="right", help="comma list from right,left (default right)")
-    p.add_argument("--pad-length", type=int, default=None, help="pads added (default T // 2)")
-    p.add_argument("--trials", type=int, default=3, help="perturbations per check (default 3)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="relative change under which a property holds "
-                   "(default 1e-5; raised to 10x the measured float floor)")
-    p.add_argument("--seed", type=int, default=0, help="seed for inputs, perturbations and dropout (default 0)")
-    p.add_argument("--require", action="append", default=[], metavar="PROP[:MODE]",
-                   help="exit 1 if this property fails, e.g. batch:eval, padding, causal:train "
-                   "(repeatable; default: nothing required, exit 0)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    p.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
-                   help="progress bar on stderr (auto: when stderr is a terminal)")
+    causal.add_argument(
+        "--causal",
+        dest="causal",
+        action="store_true",
+        default=None,
+        help="treat the model as causal (default: detect)",
+    )
+    causal.add_argument(
+        "--not-causal",
+        dest="causal",
+        action="store_false",
+        help="treat it as not causal",
+    )
+    p.add_argument(
+        "--mask-arg",
+        default=None,
+        help="keyword that takes the padding mask; enables the "
+        "padding check (attention_mask, padding_mask, src_key_padding_mask, ...)",
+    )
+    p.add_argument(
+        "--pad-is",
+        default="0",
+        help="mask value marking a pad: 0 (Hugging Face, default), "
+        "1, true (PyTorch key_padding_mask) or false",
+    )
+    p.add_argument(
+        "--pad-value",
+        type=float,
+        default=0,
+        help="value of padded input positions (default 0)",
+    )
+    p.add_argument(
+        "--pad-sides",
+        default="right",
+        help="comma list from right,left (default right)",
+    )
+    p.add_argument(
+        "--pad-length", type=int, default=None, help="pads added (default T // 2)"
+    )
+    p.add_argument(
+        "--trials", type=int, default=3, help="perturbations per check (default 3)"
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-5,
+        help="relative change under which a property holds "
+        "(default 1e-5; raised to 10x the measured float floor)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for inputs, perturbations and dropout (default 0)",
+    )
+    p.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="PROP[:MODE]",
+        help="exit 1 if this property fails, e.g. batch:eval, padding, causal:train "
+        "(repeatable; default: nothing required, exit 0)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON instead of a table",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="progress bar on stderr (auto: when stderr is a terminal)",
+    )
     return p
 
 
@@ -848,13 +1135,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             example = example_for(model, a.batch, a.length, a.seed)
         padding = None
         if a.mask_arg:
-            padding = PaddingSpec(a.mask_arg, _pad_is(a.pad_is), a.pad_value, tuple(a.pad_sides.split(",")))
+            padding = PaddingSpec(
+                a.mask_arg,
+                _pad_is(a.pad_is),
+                a.pad_value,
+                tuple(a.pad_sides.split(",")),
+            )
         props = a.properties.split(",") if a.properties else None
         progress = {"always": True, "never": False}.get(a.progress, sys.stderr.isatty())
         report = audit(
-            model, example, properties=props, modes=tuple(a.modes.split(",")), causal=a.causal,
-            padding=padding, pad_length=a.pad_length, trials=a.trials, rtol=a.rtol, seed=a.seed,
-            progress=progress, name=a.model,
+            model,
+            example,
+            properties=props,
+            modes=tuple(a.modes.split(",")),
+            causal=a.causal,
+            padding=padding,
+            pad_length=a.pad_length,
+            trials=a.trials,
+            rtol=a.rtol,
+            seed=a.seed,
+            progress=progress,
+            name=a.model,
         )
         failed = report.failures(a.require) if a.require else []
     except (ValueError, TypeError, ImportError, json.JSONDecodeError) as e:
@@ -868,7 +1169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 class _CallableModule(types.ModuleType):
-    """Lets ``lu.audit(model, x)`` call ``audit`` while ``lu.audit`` stays this module."""
+    """Lets ``lu.audit(model, x)`` call ``audit``; ``lu.audit`` stays this module."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> AuditReport:
         return audit(*args, **kwargs)
