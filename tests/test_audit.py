@@ -342,3 +342,18 @@ def test_hugging_face_gpt2_left_padding_bug_and_fix():
         fix.get("padding:left", "eval").holds
         and fix.get("padding:length", "eval").holds
     )
+
+
+def test_an_example_batch_with_its_own_padding():
+    x = ids()
+    own = torch.zeros_like(x, dtype=torch.bool)
+    own[0, 8:] = True  # example 0 is 8 tokens long
+    model = tiny("masked_batch", causal=False)
+    kw = dict(padding=PAD, properties=["padding"])
+    masked = lu.audit(model, {"idx": x, "padding_mask": own}, **kw)
+    naive = lu.audit(tiny("batch", causal=False), {"idx": x, "padding_mask": own}, **kw)
+    for prop in ("padding:length", "padding:values"):
+        assert masked.get(prop, "train").holds, masked.get(prop, "train")
+        assert not naive.get(prop, "train").holds, naive.get(prop, "train")
+    with pytest.raises(ValueError, match="expected padding_mask of shape"):
+        lu.audit(model, {"idx": x, "padding_mask": own[:, :4]}, **kw)

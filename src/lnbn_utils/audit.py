@@ -579,72 +579,87 @@ def _check_causal(run: _Runner, inp: _Inputs, trials: int, g: torch.Generator) -
 
 
 def _pad(
-    inp: _Inputs, spec: PaddingSpec, k: int, side: str, values: Optional[torch.Tensor]
-) -> tuple[_Inputs, slice]:
-    """Pad each (B, T, ...) input by ``k`` on ``side``; return inputs and real slice."""
+    inp: _Inputs, spec: PaddingSpec, k: int, side: str
+) -> tuple[_Inputs, torch.Tensor, torch.Tensor]:
+    """Pad each (B, T, ...) input by ``k`` on ``side``.
+
+    Returns the padded inputs, the bool (B, T + k) pad mask (the example's own pads
+    included) and the index of the original T positions in the padded sequence.
+    """
     x = inp.get()
     B, T = x.shape[:2]
-    padv = (
-        values
-        if values is not None
-        else torch.full((B, k, *x.shape[2:]), spec.pad_value, dtype=x.dtype)
-    )
 
-    def cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def cat(a: torch.Tensor, fill: float) -> torch.Tensor:
+        b = torch.full((B, k, *a.shape[2:]), fill, dtype=a.dtype)
         return torch.cat([a, b] if side == "right" else [b, a], dim=1)
 
-    pad = torch.zeros(B, T, dtype=torch.bool)
-    pad = cat(pad, torch.ones(B, k, dtype=torch.bool))
     kw = {}
-    for (
-        name,
-        v,
-    ) in inp.kwargs.items():  # other per-token inputs (token types, an all-real mask)
-        if (
-            name != spec.mask_arg
-            and isinstance(v, torch.Tensor)
-            and v.dim() >= 2
-            and v.shape[:2] == (B, T)
-        ):
-            kw[name] = cat(v, torch.zeros(B, k, *v.shape[2:], dtype=v.dtype))
+    for name, v in inp.kwargs.items():  # other per-token inputs (e.g. token types)
+        per_token = isinstance(v, torch.Tensor) and v.dim() >= 2
+        if name != spec.mask_arg and per_token and v.shape[:2] == (B, T):
+            kw[name] = cat(v, 0)
+    pad = cat(_base_pad(inp, spec), True)
     kw[spec.mask_arg] = spec.mask(pad, inp.kwargs.get(spec.mask_arg))
     if spec.extra is not None:
         kw.update(spec.extra(pad))
-    real = slice(0, T) if side == "right" else slice(k, k + T)
-    return inp.replace(cat(x, padv), **kw), real
+    orig = torch.arange(T) + (0 if side == "right" else k)
+    return inp.replace(cat(x, spec.pad_value), **kw), pad, orig
+
+
+def _base_pad(inp: _Inputs, spec: PaddingSpec) -> torch.Tensor:
+    """The example's own pads, bool (B, T), from its mask (none if it has no mask)."""
+    x, m = inp.get(), inp.kwargs.get(spec.mask_arg)
+    if m is None:
+        return torch.zeros(x.shape[:2], dtype=torch.bool)
+    if tuple(m.shape) != tuple(x.shape[:2]):
+        raise ValueError(
+            f"expected {spec.mask_arg} of shape {tuple(x.shape[:2])}, "
+            f"got {tuple(m.shape)}"
+        )
+    return (
+        m.bool()
+        if spec.pad_is is True
+        else (~m.bool() if spec.pad_is is False else m == int(spec.pad_is))
+    )
 
 
 def _check_padding(
     run: _Runner, inp: _Inputs, spec: PaddingSpec, k: int, g: torch.Generator
 ) -> dict[str, float]:
-    """Relative change at real positions: more pads, other pad values, each side."""
+    """Relative change at the real positions: more pads, other pad values, left pads.
+
+    The reference is the example batch with its own mask (all real if it has none);
+    the example's own pads are excluded from the comparison.
+    """
     x = inp.get()
     B, T = x.shape[:2]
-    ref_kw = {
-        spec.mask_arg: spec.mask(
-            torch.zeros(B, T, dtype=torch.bool), inp.kwargs.get(spec.mask_arg)
-        )
-    }
+    base_pad = _base_pad(inp, spec)
+    ref_kw = {spec.mask_arg: spec.mask(base_pad, inp.kwargs.get(spec.mask_arg))}
     if spec.extra is not None:
-        ref_kw.update(spec.extra(torch.zeros(B, T, dtype=torch.bool)))
+        ref_kw.update(spec.extra(base_pad))
     base = run(inp.replace(x, **ref_kw))
     per_token = base.dim() >= 2 and base.shape[1] == T
+    real = ~base_pad  # (B, T)
 
-    def at_real(out: torch.Tensor, real: slice) -> torch.Tensor:
-        return out[:, real] if per_token else out
+    def at_real(out: torch.Tensor, orig: torch.Tensor) -> torch.Tensor:
+        return out[:, orig][real] if per_token else out
 
     res = {}
     for side in spec.sides:
-        padded, real = _pad(inp, spec, k, side, None)
+        padded, _, orig = _pad(inp, spec, k, side)
         name = "padding:length" if side == "right" else "padding:left"
-        res[name] = _rel(at_real(run(padded), real), base)
-    side = spec.sides[0]
-    padded, real = _pad(inp, spec, k, side, None)
-    other, _ = _pad(
-        inp, spec, k, side, _perturbed(x, g)[:, :k].expand(B, k, *x.shape[2:]).clone()
-    )
-    res["padding:values"] = _rel(at_real(run(other), real), at_real(run(padded), real))
+        res[name] = _rel(at_real(run(padded), orig), at_real(base, torch.arange(T)))
+    padded, pad, orig = _pad(inp, spec, k, spec.sides[0])
+    y = padded.get()
+    other = padded.replace(torch.where(_expand(pad, y), _perturbed(y, g), y))
+    ref = at_real(run(padded), orig)
+    res["padding:values"] = _rel(at_real(run(other), orig), ref)
     return res
+
+
+def _expand(pad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B, T) mask broadcast to the shape of a (B, T, ...) tensor."""
+    return pad.view(*pad.shape, *([1] * (like.dim() - 2))).expand_as(like)
 
 
 # ------------------------------------------------------------------------------- audit
