@@ -533,7 +533,7 @@ def _check_batch(
     for t in range(trials):
         i = t % B
         x = inp.get()
-        others = torch.arange(B) != i
+        others = torch.arange(B, device=x.device) != i
         y = x.clone()
         y[others] = _perturbed(x[others], g)
         out = run(inp.replace(y))
@@ -590,7 +590,7 @@ def _pad(
     B, T = x.shape[:2]
 
     def cat(a: torch.Tensor, fill: float) -> torch.Tensor:
-        b = torch.full((B, k, *a.shape[2:]), fill, dtype=a.dtype)
+        b = torch.full((B, k, *a.shape[2:]), fill, dtype=a.dtype, device=a.device)
         return torch.cat([a, b] if side == "right" else [b, a], dim=1)
 
     kw = {}
@@ -610,7 +610,7 @@ def _base_pad(inp: _Inputs, spec: PaddingSpec) -> torch.Tensor:
     """The example's own pads, bool (B, T), from its mask (none if it has no mask)."""
     x, m = inp.get(), inp.kwargs.get(spec.mask_arg)
     if m is None:
-        return torch.zeros(x.shape[:2], dtype=torch.bool)
+        return torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
     if tuple(m.shape) != tuple(x.shape[:2]):
         raise ValueError(
             f"expected {spec.mask_arg} of shape {tuple(x.shape[:2])}, "
