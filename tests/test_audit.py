@@ -357,3 +357,9 @@ def test_an_example_batch_with_its_own_padding():
         assert not naive.get(prop, "train").holds, naive.get(prop, "train")
     with pytest.raises(ValueError, match="expected padding_mask of shape"):
         lu.audit(model, {"idx": x, "padding_mask": own[:, :4]}, **kw)
+
+
+def test_progress_bar_on_stderr(capsys):
+    lu.audit(tiny("layer"), ids(), properties=["batch"], trials=1, progress=True)
+    err = capsys.readouterr().err
+    assert "audit [" in err and err.rstrip().endswith("batch/eval")

@@ -820,8 +820,18 @@ def _count_forwards(
 
 
 def _audit_mode(
-    run, inp, mode, props, trials, g, padding, k, rtol, bar
-) -> list[CheckResult]:  # noqa: ANN001
+    run: _Runner,
+    inp: _Inputs,
+    mode: str,
+    props: Sequence[str],
+    trials: int,
+    g: torch.Generator,
+    padding: Optional[PaddingSpec],
+    k: int,
+    rtol: float,
+    bar: _Progress,
+) -> list[CheckResult]:
+    """The batch, causal and padding checks in the model's current mode."""
     out = []
     B = inp.get().shape[0]
     floor = 0.0
