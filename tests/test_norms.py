@@ -575,3 +575,15 @@ def test_input_validation_reads_no_data():
     with Record() as rec:
         check_norm_input(x, mask, C, torch.float32)
     assert rec.ops == []
+
+
+@pytest.mark.parametrize("kind", ["batch", "masked_batch", "rbn", "renorm"])
+def test_an_eval_output_can_be_differentiated_after_a_training_step(kind):
+    """Running statistics updated in place must not break an earlier eval graph."""
+    norm = lu.make_norm(kind, C)
+    x = randn(3, 5, C).requires_grad_()
+    mask = lu.lengths_to_padding_mask([5, 2, 4], 5)
+    y_eval = norm.eval()(x, mask)
+    norm.train()(x, mask)  # updates running_mean / running_var in place
+    (grad,) = torch.autograd.grad(y_eval.sum(), x)
+    assert torch.isfinite(grad).all()

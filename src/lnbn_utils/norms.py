@@ -407,17 +407,14 @@ class MaskedBatchNorm(nn.Module):
             if self.training:
                 _check_enough_tokens(B * T)
                 self.num_batches_tracked.add_(1)
-            # nn.BatchNorm1d's kernel (it updates the running statistics in training)
+                rm, rv = self.running_mean, self.running_var  # updated by the kernel
+            else:  # copies: backward keeps them, and a training step may update the
+                rm, rv = self.running_mean.clone(), self.running_var.clone()  # buffers
+            # nn.BatchNorm1d's kernel on the (B*T, C) matrix
             y = F.batch_norm(
-                flat,
-                self.running_mean,
-                self.running_var,
-                self.weight,
-                self.bias,
-                self.training,
-                momentum_factor(self) if self.training else 0.0,
-                self.eps,
-            )
+                flat, rm, rv, self.weight, self.bias, self.training,
+                momentum_factor(self) if self.training else 0.0, self.eps,
+            )  # fmt: skip
             return y.view(B, T, C)
         xf = flat.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
         real, n = real_token_weights(padding_mask, xf.dtype)  # (B, T), ()
