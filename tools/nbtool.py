@@ -3,15 +3,16 @@
     python tools/nbtool.py          # fix: strip outputs, kernelspec python3, sync the Colab cell
     python tools/nbtool.py --check  # report what is off, exit 1 if anything is
 
-Every chapter's first code cell installs lnbn_utils on Colab. Its repository URL is
-read from ``_config.yml`` (``repository.url``), the one place it is set. The
-environment variable ``LNBN_INSTALL_FROM`` overrides it at run time (the Colab-path
-test points it at a local clone) and forces the install outside Colab too.
+Every chapter's first code cell (hidden in the online book) installs lnbn_utils where
+it is not importable: Colab, Kaggle, Binder, a downloaded notebook. The committed cell
+names no repository; the reader copies published with the book
+(``tools/reader_notebooks.py``) fill in the repository URL and the exact commit that
+built the page. ``LNBN_INSTALL_FROM`` overrides the repository at run time (the
+Colab-path check points it at a local clone).
 """
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -20,35 +21,47 @@ COLAB_TAG = "colab-install"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def repo_url() -> str:
-    m = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.M)
-    if not m:
-        raise SystemExit("_config.yml has no repository.url")
-    return m.group(1)
+def colab_cell_source() -> str:
+    """The hidden first code cell: install lnbn_utils only where it is missing.
 
-
-def colab_cell_source(url: str, branch: str = "main") -> str:
+    In the committed notebooks ``REPO`` and ``COMMIT`` are empty; the reader copies
+    that ``tools/reader_notebooks.py`` publishes fill them with the repository the
+    book is published from and the exact commit that built it.
+    """
     return (
-        "# Colab only: install lnbn_utils from the book's repository (Colab's own torch is kept).\n"
-        "import os, sys\n"
-        'if "google.colab" in sys.modules or os.environ.get("LNBN_INSTALL_FROM"):\n'
-        f'    REPO = os.environ.get("LNBN_INSTALL_FROM", "{url}")\n'
-        f'    %pip install -q "git+{{REPO}}@{branch}"  # no reinstall of torch: it is already there'
+        "# Install lnbn_utils where it is missing (Colab, Kaggle, Binder, a downloaded copy),\n"
+        "# keeping the torch already there. Published copies pin the commit that built the book.\n"
+        'REPO = ""  # the repository the book is published from (set in published copies)\n'
+        'COMMIT = ""  # the commit that built the published page (set in published copies)\n'
+        "try:\n"
+        "    import lnbn_utils  # noqa: F401\n"
+        "except ImportError:\n"
+        "    import os\n"
+        "\n"
+        '    REPO = os.environ.get("LNBN_INSTALL_FROM") or REPO\n'
+        "    if not REPO:\n"
+        "        raise ImportError(\n"
+        '            "lnbn_utils is not installed and this copy of the notebook does not say "\n'
+        '            "where the book is published. Open the chapter from the online book (its "\n'
+        '            "download or Colab button), or pip install the library as the README says."\n'
+        "        ) from None\n"
+        '    SPEC = f"git+{REPO}@{COMMIT or \'main\'}"\n'
+        "    %pip install -q {SPEC}"
     )
 
 
-def colab_cell(url: str) -> dict:
+def colab_cell() -> dict:
     return {
         "cell_type": "code",
         "id": "colab-install",
         "execution_count": None,
         "metadata": {"tags": ["remove-cell", COLAB_TAG]},
         "outputs": [],
-        "source": colab_cell_source(url).splitlines(keepends=True),
+        "source": colab_cell_source().splitlines(keepends=True),
     }
 
 
-def fixed(nb: dict, url: str) -> dict:
+def fixed(nb: dict) -> dict:
     """The notebook as it should be committed."""
     nb = json.loads(json.dumps(nb))
     for cell in nb["cells"]:
@@ -60,7 +73,7 @@ def fixed(nb: dict, url: str) -> dict:
     nb["metadata"].pop("widgets", None)
     cells = [c for c in nb["cells"] if COLAB_TAG not in c.get("metadata", {}).get("tags", [])]
     title = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), 0)
-    cells.insert(title + 1, colab_cell(url))  # right after the title cell
+    cells.insert(title + 1, colab_cell())  # right after the title cell
     for i, cell in enumerate(cells):
         cell.setdefault("id", f"cell-{i}")  # nbformat 4.5 wants an id on every cell
     nb["cells"] = cells
@@ -69,10 +82,10 @@ def fixed(nb: dict, url: str) -> dict:
 
 
 def main(check: bool) -> int:
-    url, bad = repo_url(), []
+    bad = []
     for path in sorted((ROOT / "book").glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        want = fixed(nb, url)
+        want = fixed(nb)
         if want != nb:
             bad.append(path.relative_to(ROOT))
             if not check:
