@@ -8,6 +8,7 @@
 * With ``LNBN_BOOK_PDF=1`` (set by the Pages workflow, which publishes the PDF): a
   "PDF" entry in every page's download menu, linking ``lnbn-book.pdf`` at the site root.
 """
+
 from __future__ import annotations
 
 import html
@@ -26,15 +27,22 @@ PDF_NAME = "lnbn-book.pdf"
 
 
 def _clear_stale_cache(app, config) -> None:
-    cache = getattr(config, "nb_execution_cache_path", "") or str(Path(app.outdir).parent / ".jupyter_cache")
+    cache = getattr(config, "nb_execution_cache_path", "") or str(
+        Path(app.outdir).parent / ".jupyter_cache"
+    )
     exec_cache.ensure(Path(cache).parent, log=lambda m: print(m, flush=True))
 
 
 @lru_cache(maxsize=None)
 def _git_date(path: str) -> str:
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", path], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%cs", "--", path],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
     return out
@@ -46,7 +54,11 @@ def _description(doctree, limit: int = 200) -> str:
     for para in doctree.findall(nodes.paragraph):
         text = " ".join(para.astext().split())
         if len(text) > 40:
-            return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+            return (
+                text
+                if len(text) <= limit
+                else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+            )
     return ""
 
 
@@ -72,7 +84,9 @@ def _page_context(app, pagename, templatename, context, doctree) -> None:
         if m:
             image = f"{base}/{m.group(1)}"
             tags.append(f'<meta property="og:image" content="{image}" />')
-    tags.append(f'<meta name="twitter:card" content="{"summary_large_image" if image else "summary"}" />')
+    tags.append(
+        f'<meta name="twitter:card" content="{"summary_large_image" if image else "summary"}" />'
+    )
     context["metatags"] = context.get("metatags", "") + "\n".join(tags) + "\n"
 
     source = app.env.doc2path(pagename)
@@ -83,11 +97,16 @@ def _page_context(app, pagename, templatename, context, doctree) -> None:
     if os.environ.get("LNBN_BOOK_PDF") == "1":
         for button in context.get("header_buttons", []):
             if button.get("label") == "download-buttons":
-                button["buttons"].append({
-                    "type": "link", "url": context["pathto"](PDF_NAME, 1), "text": ".pdf (whole book)",
-                    "icon": "fas fa-file-pdf", "tooltip": "Download the whole book as a PDF",
-                    "label": "download-book-pdf-button",
-                })
+                button["buttons"].append(
+                    {
+                        "type": "link",
+                        "url": context["pathto"](PDF_NAME, 1),
+                        "text": ".pdf (whole book)",
+                        "icon": "fas fa-file-pdf",
+                        "tooltip": "Download the whole book as a PDF",
+                        "label": "download-book-pdf-button",
+                    }
+                )
 
 
 def setup(app):

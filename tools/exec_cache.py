@@ -10,6 +10,7 @@ any of those would otherwise give a stale ``make book``. The book's Sphinx exten
 inputs, and clears the cache (and ``_build/jupyter_execute``) when the hash differs
 from the one stored with the cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,12 @@ def cache_key(root: Path = ROOT, seed: str | None = None) -> str:
         files = sorted(p for p in path.rglob("*.py")) if path.is_dir() else [path]
         for f in files:
             if f.exists():
-                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+                h.update(
+                    f.relative_to(root).as_posix().encode()
+                    + b"\0"
+                    + f.read_bytes()
+                    + b"\0"
+                )
     seed = os.environ.get("LNBN_SEED", "0") if seed is None else seed
     h.update(f"LNBN_SEED={seed}\0python={sys.version_info[:2]}".encode())
     return h.hexdigest()
@@ -44,7 +50,9 @@ def ensure(build: Path, root: Path = ROOT, log=print) -> bool:
     key = cache_key(root)
     stale = cache.exists() and (not stamp.exists() or stamp.read_text().strip() != key)
     if stale:
-        log(f"execution cache is stale (library, requirements, seed or Python changed): clearing {cache}")
+        log(
+            f"execution cache is stale (library, requirements, seed or Python changed): clearing {cache}"
+        )
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(build / "jupyter_execute", ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
@@ -57,4 +65,6 @@ if __name__ == "__main__":
     stamp = build / ".jupyter_cache" / KEY_FILE
     key = cache_key()
     have = stamp.read_text().strip() if stamp.exists() else "(none)"
-    print(f"key {key}\ncache {have} -> {'current' if have == key else 'will be cleared at the next build'}")
+    print(
+        f"key {key}\ncache {have} -> {'current' if have == key else 'will be cleared at the next build'}"
+    )

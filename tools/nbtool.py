@@ -10,6 +10,7 @@ names no repository; the reader copies published with the book
 built the page. ``LNBN_INSTALL_FROM`` overrides the repository at run time (the
 Colab-path check points it at a local clone).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,7 @@ def colab_cell_source() -> str:
         '            "where the book is published. Open the chapter from the online book (its "\n'
         '            "download or Colab button), or pip install the library as the README says."\n'
         "        ) from None\n"
-        '    SPEC = f"git+{REPO}@{COMMIT or \'main\'}"\n'
+        "    SPEC = f\"git+{REPO}@{COMMIT or 'main'}\"\n"
         "    %pip install -q {SPEC}"
     )
 
@@ -71,7 +72,9 @@ def fixed(nb: dict) -> dict:
             cell["source"] = cell["source"].splitlines(keepends=True)
     nb["metadata"]["kernelspec"] = dict(KERNELSPEC)
     nb["metadata"].pop("widgets", None)
-    cells = [c for c in nb["cells"] if COLAB_TAG not in c.get("metadata", {}).get("tags", [])]
+    cells = [
+        c for c in nb["cells"] if COLAB_TAG not in c.get("metadata", {}).get("tags", [])
+    ]
     title = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), 0)
     cells.insert(title + 1, colab_cell())  # right after the title cell
     for i, cell in enumerate(cells):

@@ -10,6 +10,7 @@ finishes typesetting, the navigation chrome is hidden, and Chromium's DevTools
 math, and the bibliography. Needs Chromium (or Chrome) and its ChromeDriver (Debian:
 ``apt-get install chromium chromium-driver``; GitHub's runners have Chrome) and npm.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,16 +44,21 @@ section > h1 { break-before: page; }
 
 
 def find_chrome() -> tuple[str, str]:
-    """``(browser, driver)``: Debian's chromium, or CHROME_BIN/CHROMEDRIVER, or GitHub's Chrome."""
-    browser = os.environ.get("CHROME_BIN") or next(
-        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-         if shutil.which(n)), None)
-    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
-    if not driver and os.environ.get("CHROMEWEBDRIVER"):  # GitHub's Ubuntu runners
-        driver = str(Path(os.environ["CHROMEWEBDRIVER"]) / "chromedriver")
+    """``(browser, driver)``: CHROME_BIN/CHROMEDRIVER, GitHub's Chrome, or Debian's chromium."""
+    github = os.environ.get("CHROMEWEBDRIVER")  # GitHub's Ubuntu runners: Chrome + its driver
+    names = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+    if github:
+        names = names[2:] + names[:2]
+    found = [shutil.which(n) for n in names]
+    browser = os.environ.get("CHROME_BIN") or next((f for f in found if f), None)
+    driver = os.environ.get("CHROMEDRIVER") or (
+        str(Path(github) / "chromedriver") if github else shutil.which("chromedriver")
+    )
     if not browser or not driver or not Path(driver).exists():
-        raise SystemExit(f"need Chromium and ChromeDriver (apt-get install chromium chromium-driver); "
-                         f"found browser={browser}, driver={driver}")
+        raise SystemExit(
+            "need Chromium and ChromeDriver (apt-get install chromium chromium-driver); "
+            f"found browser={browser}, driver={driver}"
+        )
     return browser, driver
 
 
@@ -60,8 +66,18 @@ def local_mathjax(prefix: Path = ROOT / "_build" / "mathjax") -> Path:
     """The npm package ``mathjax`` (its es5/ folder), installed once into ``prefix``."""
     es5 = prefix / "node_modules" / "mathjax" / "es5"
     if not es5.exists():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                        f"mathjax@{MATHJAX_VERSION}"], check=True)
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(prefix),
+                f"mathjax@{MATHJAX_VERSION}",
+            ],
+            check=True,
+        )
     return es5
 
 
@@ -77,11 +93,15 @@ def offline_copy(site: Path, dest: Path) -> Path:
 
 
 def serve(directory: Path) -> tuple[socketserver.TCPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(directory)
+    )
     handler.log_message = lambda *a, **k: None
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.handle_error = lambda *a: None  # a browser closing a connection early is no error
+    server.handle_error = lambda *a: (
+        None
+    )  # a browser closing a connection early is no error
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -93,9 +113,18 @@ def chrome(width: int = 1280, height: int = 1000):
     browser, driver = find_chrome()
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--window-size={width},{height}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+    ):
         opts.add_argument(flag)
     drv = webdriver.Chrome(service=Service(driver), options=opts)
     drv.set_page_load_timeout(120)
@@ -124,7 +153,9 @@ def print_pdf(index: Path, out: Path, title: str = "") -> dict:
         driver.execute_script(
             "const s = document.createElement('style'); s.textContent = arguments[0];"
             "document.head.appendChild(s);"
-            "document.querySelectorAll('details').forEach(d => d.open = true);", PRINT_CSS)
+            "document.querySelectorAll('details').forEach(d => d.open = true);",
+            PRINT_CSS,
+        )
         stats = driver.execute_script(
             "return {images: [...document.querySelectorAll('article img, .bd-article img')]"
             "  .filter(i => i.complete && i.naturalWidth > 0).length,"
@@ -132,13 +163,22 @@ def print_pdf(index: Path, out: Path, title: str = "") -> dict:
             "  .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),"
             " math: document.querySelectorAll('mjx-container').length,"
             " math_errors: document.querySelectorAll('mjx-merror').length,"
-            " citations: document.querySelectorAll('.citation, div.citation, dl.citation > dt').length};")
-        footer = ('<div style="font-size:8px;width:100%;text-align:center;color:#555;">'
-                  f'{title} &middot; <span class="pageNumber"></span> / <span class="totalPages"></span></div>')
-        result = driver.execute_cdp_cmd("Page.printToPDF", {
-            "printBackground": True, "preferCSSPageSize": True, "displayHeaderFooter": True,
-            "headerTemplate": "<div></div>", "footerTemplate": footer,
-        })
+            " citations: document.querySelectorAll('.citation, div.citation, dl.citation > dt').length};"
+        )
+        footer = (
+            '<div style="font-size:8px;width:100%;text-align:center;color:#555;">'
+            f'{title} &middot; <span class="pageNumber"></span> / <span class="totalPages"></span></div>'
+        )
+        result = driver.execute_cdp_cmd(
+            "Page.printToPDF",
+            {
+                "printBackground": True,
+                "preferCSSPageSize": True,
+                "displayHeaderFooter": True,
+                "headerTemplate": "<div></div>",
+                "footerTemplate": footer,
+            },
+        )
     finally:
         driver.quit()
         server.shutdown()
@@ -156,20 +196,26 @@ def main(argv: list[str]) -> int:
         return 2
     index, out = Path(argv[0]), Path(argv[1])
     if not index.exists():
-        raise SystemExit(f"{index} is missing: run `jupyter-book build . --builder singlehtml` first")
+        raise SystemExit(
+            f"{index} is missing: run `jupyter-book build . --builder singlehtml` first"
+        )
     import yaml
 
     title = yaml.safe_load((ROOT / "_config.yml").read_text()).get("title", "")
     stats = print_pdf(index, out, title)
-    print(f"{out}: {stats['pages']} pages, {stats['bytes'] / 1e6:.1f} MB, {stats['images']} figures, "
-          f"{stats['math']} formulas, {stats['citations']} bibliography entries")
+    print(
+        f"{out}: {stats['pages']} pages, {stats['bytes'] / 1e6:.1f} MB, {stats['images']} figures, "
+        f"{stats['math']} formulas, {stats['citations']} bibliography entries"
+    )
     problems = []
     if stats["broken"]:
         problems.append(f"images that did not load: {stats['broken']}")
     if stats["math_errors"]:
         problems.append(f"{stats['math_errors']} MathJax errors")
     if stats["images"] == 0 or stats["math"] == 0 or stats["pages"] < 10:
-        problems.append("the PDF looks incomplete (no figures, no math, or under 10 pages)")
+        problems.append(
+            "the PDF looks incomplete (no figures, no math, or under 10 pages)"
+        )
     if problems:
         print("PDF check failed: " + "; ".join(problems))
         return 1

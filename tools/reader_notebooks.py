@@ -28,6 +28,7 @@ publishes ``_build/reader`` (Colab opens notebooks from GitHub only).
 ``--check`` fails on a reader copy with raw MyST left in its Markdown or without
 outputs; the export runs it on everything it writes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,12 +54,23 @@ FENCE = re.compile(r"^(\s*)(`{3,}|:{3,})\{([\w:-]+)\}[ \t]*(.*)$")
 LABEL_LINE = re.compile(r"^\([\w.:-]+\)=\s*$")
 EQ_LABEL = re.compile(r"(\$\$)[ \t]*\(([\w.:-]+)\)[ \t]*$", re.M)
 ADMONITIONS = {
-    "note", "warning", "tip", "important", "hint", "caution", "attention", "danger",
-    "error", "seealso", "admonition", "dropdown",
+    "note",
+    "warning",
+    "tip",
+    "important",
+    "hint",
+    "caution",
+    "attention",
+    "danger",
+    "error",
+    "seealso",
+    "admonition",
+    "dropdown",
 }
 
 
 # --- citations ----------------------------------------------------------------------
+
 
 def _latex(s: str) -> str:
     import latexcodec  # noqa: F401  (registers the codec)
@@ -98,7 +110,10 @@ class Bibliography:
             return "https://doi.org/" + f["doi"]
         if f.get("url"):
             return f["url"]
-        if f.get("eprint") and f.get("archiveprefix", f.get("eprinttype", "")).lower() == "arxiv":
+        if (
+            f.get("eprint")
+            and f.get("archiveprefix", f.get("eprinttype", "")).lower() == "arxiv"
+        ):
             return "https://arxiv.org/abs/" + f["eprint"]
         return self.fallback
 
@@ -107,15 +122,24 @@ class Bibliography:
         missing = [k for k in keys_ if k not in self.entries]
         if missing:
             raise KeyError(f"citation keys not in the bibliography: {missing}")
+
         def one(k: str, text: str) -> str:
             url = self.link(k)
             return f"[{text}]({url})" if url else text
+
         if role.endswith(":t"):  # "Ba et al. (2016)"
-            return "; ".join(one(k, f"{self.authors(k)} ({self.year(k)})") for k in keys_)
-        return "(" + "; ".join(one(k, f"{self.authors(k)}, {self.year(k)}") for k in keys_) + ")"
+            return "; ".join(
+                one(k, f"{self.authors(k)} ({self.year(k)})") for k in keys_
+            )
+        return (
+            "("
+            + "; ".join(one(k, f"{self.authors(k)}, {self.year(k)}") for k in keys_)
+            + ")"
+        )
 
 
 # --- cross-references into the online book -------------------------------------------
+
 
 class Site:
     """Titles, figure numbers and equation numbers read from the built HTML."""
@@ -128,15 +152,19 @@ class Site:
             if rel.startswith(("_", "genindex", "search")):
                 continue
             text = page.read_text(errors="replace")
-            for m in re.finditer(r'<(figure|section|div|span|table)[^>]*\bid="([^"]+)"', text):
+            for m in re.finditer(
+                r'<(figure|section|div|span|table)[^>]*\bid="([^"]+)"', text
+            ):
                 tag, ident = m.groups()
-                chunk = text[m.end(): m.end() + 4000]
+                chunk = text[m.end() : m.end() + 4000]
                 shown = ident
                 if tag == "figure" or tag == "table":
                     n = re.search(r'class="caption-number">([^<]+)<', chunk)
                     shown = n.group(1).strip() if n else ident
                 elif tag == "section":
-                    h = re.search(r"<h\d[^>]*>(.*?)<a class=\"headerlink\"", chunk, re.S)
+                    h = re.search(
+                        r"<h\d[^>]*>(.*?)<a class=\"headerlink\"", chunk, re.S
+                    )
                     shown = re.sub(r"<[^>]+>", "", h.group(1)).strip() if h else ident
                 elif tag in ("div", "span"):
                     n = re.search(r'class="eqno">\(([^)]+)\)', chunk[:1500])
@@ -150,7 +178,11 @@ class Site:
 
     def title(self, page: str) -> str:
         p = self.html / page
-        m = re.search(r"<title>(.*?)( &#8212;| —|</title>)", p.read_text()) if p.exists() else None
+        m = (
+            re.search(r"<title>(.*?)( &#8212;| —|</title>)", p.read_text())
+            if p.exists()
+            else None
+        )
         return re.sub(r"<[^>]+>", "", m.group(1)).strip() if m else page
 
 
@@ -165,29 +197,64 @@ def _split_explicit(content: str) -> tuple[str | None, str]:
 
 # --- the Markdown rewrite -------------------------------------------------------------
 
+
 class Rewriter:
-    def __init__(self, glue: dict[str, dict], glue_of, bib: Bibliography, site: Site, page: str):
-        self.glue, self.glue_of, self.bib, self.site, self.page = glue, glue_of, bib, site, page
+    def __init__(
+        self,
+        glue: dict[str, dict],
+        glue_of,
+        bib: Bibliography,
+        site: Site,
+        page: str,
+        keep_going: bool = False,
+    ):
+        self.glue, self.glue_of, self.bib, self.site, self.page = (
+            glue,
+            glue_of,
+            bib,
+            site,
+            page,
+        )
+        self.keep_going, self.errors = keep_going, []
 
     def glue_text(self, role: str, content: str) -> str:
-        from myst_nb.core.variables import format_plain_text  # the book's own formatting
+        from myst_nb.core.variables import (
+            format_plain_text,
+        )  # the book's own formatting
 
         key, fmt = content, ""
         if role == "glue:text":
-            key, _, fmt = content.rpartition(":") if ":" in content.split("::")[-1] else (content, "", "")
+            key, _, fmt = (
+                content.rpartition(":")
+                if ":" in content.split("::")[-1]
+                else (content, "", "")
+            )
         doc, _, name = key.rpartition("::")
         store = self.glue_of(doc) if doc else self.glue
         if name not in store:
-            raise KeyError(f"{self.page}: glue name {name!r} was not glued by the executed notebook")
+            raise KeyError(
+                f"{self.page}: glue name {name!r} was not glued by the executed notebook"
+            )
         data = store[name]["data"]
         if role == "glue:md" and "text/markdown" in data:
             return data["text/markdown"]
         if "text/plain" not in data:
             raise KeyError(f"{self.page}: glue {name!r} has no text/plain to paste")
-        text = format_plain_text(data["text/plain"], fmt or ("s" if role == "glue:text" else ""))
+        text = format_plain_text(
+            data["text/plain"], fmt or ("s" if role == "glue:text" else "")
+        )
         return f"${text}$" if role == "glue:math" else text
 
     def role(self, m: re.Match) -> str:
+        try:
+            return self._role(m)
+        except KeyError as exc:
+            if not self.keep_going:
+                raise
+            self.errors.append(str(exc.args[0]))
+            return f"**[{m.group(0)}: {exc.args[0]}]**"
+
+    def _role(self, m: re.Match) -> str:
         role, content = m.group(1), m.group(2)
         if role.startswith("glue"):
             return self.glue_text(role if role != "glue:" else "glue", content)
@@ -227,7 +294,9 @@ class Rewriter:
             while j < len(lines) and lines[j].strip() != marker:
                 body.append(lines[j])
                 j += 1
-            body = [b for b in body if not re.match(r"^\s*:[\w-]+:", b)]  # directive options
+            body = [
+                b for b in body if not re.match(r"^\s*:[\w-]+:", b)
+            ]  # directive options
             body = self.fences(body)
             if name in ADMONITIONS:
                 title = args.strip() or name.capitalize()
@@ -237,7 +306,7 @@ class Rewriter:
             elif name == "math":
                 out.extend([f"{indent}$$", *body, f"{indent}$$"])
             else:
-                out.extend(lines[i: j + 1])  # unknown directive: --check reports it
+                out.extend(lines[i : j + 1])  # unknown directive: --check reports it
                 i = j + 1
                 continue
             i = j + 1
@@ -252,6 +321,7 @@ class Rewriter:
 
 # --- notebooks --------------------------------------------------------------------------
 
+
 def _glue_store(executed: Path) -> dict[str, dict]:
     side = executed.with_suffix(".glue.json")
     if side.exists():
@@ -263,7 +333,7 @@ def _glue_store(executed: Path) -> dict[str, dict]:
             meta = out.get("metadata", {}).get("scrapbook")
             if meta:
                 prefix = meta.get("mime_prefix", "")
-                data = {k[len(prefix):]: v for k, v in out.get("data", {}).items()}
+                data = {k[len(prefix) :]: v for k, v in out.get("data", {}).items()}
                 store[meta["name"]] = {"data": data}
     return store
 
@@ -274,7 +344,9 @@ def install_source(repo: str, commit: str) -> str:
     return re.sub(r'^COMMIT = ""', f'COMMIT = "{commit}"', src, count=1, flags=re.M)
 
 
-def reader_copy(executed: dict, rewriter: Rewriter, repo: str, commit: str, note: str) -> dict:
+def reader_copy(
+    executed: dict, rewriter: Rewriter, repo: str, commit: str, note: str
+) -> dict:
     nb = json.loads(json.dumps(executed))
     cells = []
     for cell in nb["cells"]:
@@ -284,17 +356,30 @@ def reader_copy(executed: dict, rewriter: Rewriter, repo: str, commit: str, note
             cell["source"] = rewriter.markdown(src)
         elif cell["cell_type"] == "code":
             if nbtool.COLAB_TAG in tags:
-                cell["source"], cell["outputs"], cell["execution_count"] = install_source(repo, commit), [], None
+                cell["source"], cell["outputs"], cell["execution_count"] = (
+                    install_source(repo, commit),
+                    [],
+                    None,
+                )
             else:
                 cell["outputs"] = [
-                    o for o in cell.get("outputs", [])
+                    o
+                    for o in cell.get("outputs", [])
                     if not o.get("metadata", {}).get("scrapbook")
-                    and not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                    and not (
+                        o.get("output_type") == "stream" and o.get("name") == "stderr"
+                    )
                 ]
         cells.append(cell)
         if len(cells) == 1 and note:  # right under the title
-            cells.append({"cell_type": "markdown", "id": "reader-note",
-                          "metadata": {"tags": [READER_NOTE_TAG]}, "source": note})
+            cells.append(
+                {
+                    "cell_type": "markdown",
+                    "id": "reader-note",
+                    "metadata": {"tags": [READER_NOTE_TAG]},
+                    "source": note,
+                }
+            )
     for cell in cells:
         if isinstance(cell.get("source"), str):
             cell["source"] = cell["source"].splitlines(keepends=True)
@@ -311,20 +396,30 @@ def check(nb: dict, name: str = "notebook") -> list[str]:
         src = "".join(cell.get("source", ""))
         if cell["cell_type"] == "markdown":
             for pat, what in (
-                (r"\{glue", "a raw {glue} role"), (r"\{cite", "a raw {cite} role"),
-                (ROLE.pattern, "a raw MyST role"), (r"(?m)^\s*(`{3,}|:{3,})\{", "a MyST directive"),
+                (r"\{glue", "a raw {glue} role"),
+                (r"\{cite", "a raw {cite} role"),
+                (ROLE.pattern, "a raw MyST role"),
+                (r"(?m)^\s*(`{3,}|:{3,})\{", "a MyST directive"),
                 (LABEL_LINE.pattern.replace("^", "(?m)^"), "a MyST label line"),
             ):
                 m = re.search(pat, src)
                 if m:
-                    problems.append(f"{name}: cell {i}: {what}: {src[max(0, m.start() - 30): m.end() + 40]!r}")
+                    problems.append(
+                        f"{name}: cell {i}: {what}: {src[max(0, m.start() - 30) : m.end() + 40]!r}"
+                    )
                     break
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    install = [c for c in code if nbtool.COLAB_TAG in c.get("metadata", {}).get("tags", [])]
+    install = [
+        c for c in code if nbtool.COLAB_TAG in c.get("metadata", {}).get("tags", [])
+    ]
     if len(install) != 1:
-        problems.append(f"{name}: expected one install cell (tag {nbtool.COLAB_TAG!r}), found {len(install)}")
+        problems.append(
+            f"{name}: expected one install cell (tag {nbtool.COLAB_TAG!r}), found {len(install)}"
+        )
     ran = [c for c in code if c not in install]
-    if not ran or any(c.get("execution_count") is None for c in ran if "".join(c["source"]).strip()):
+    if not ran or any(
+        c.get("execution_count") is None for c in ran if "".join(c["source"]).strip()
+    ):
         problems.append(f"{name}: not executed (a code cell has no execution count)")
     if not any(c.get("outputs") for c in ran):
         problems.append(f"{name}: no outputs at all")
@@ -333,19 +428,29 @@ def check(nb: dict, name: str = "notebook") -> list[str]:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
 
-def export(build: Path, commit: str, colab: bool = True) -> list[Path]:
+def export(
+    build: Path, commit: str, colab: bool = True, keep_going: bool = False
+) -> list[Path]:
     cfg = site_config.config()
     repo, base = site_config.repository_url(cfg), site_config.base_url(cfg)
-    html, executed_dir, out_dir = build / "html", build / "jupyter_execute", build / "reader"
+    html, executed_dir, out_dir = (
+        build / "html",
+        build / "jupyter_execute",
+        build / "reader",
+    )
     if not (html / "index.html").exists():
         raise SystemExit(f"{html} has no built book: run `jupyter-book build .` first")
-    bib = Bibliography([ROOT / p for p in cfg.get("bibtex_bibfiles", [])],
-                       site_config.base_url(cfg) and base + "book/bibliography.html")
+    bib = Bibliography(
+        [ROOT / p for p in cfg.get("bibtex_bibfiles", [])],
+        site_config.base_url(cfg) and base + "book/bibliography.html",
+    )
     site = Site(html, base)
     stores: dict[str, dict] = {}
 
@@ -359,18 +464,22 @@ def export(build: Path, commit: str, colab: bool = True) -> list[Path]:
     for source in sorted((ROOT / "book").glob("*.ipynb")):
         executed = executed_dir / "book" / source.name
         if not executed.exists():
-            raise SystemExit(f"{executed} is missing: the book build did not execute {source.name}")
+            raise SystemExit(
+                f"{executed} is missing: the book build did not execute {source.name}"
+            )
         page = f"book/{source.stem}.html"
-        rewriter = Rewriter(_glue_store(executed), glue_of, bib, site, f"book/{source.name}")
+        rewriter = Rewriter(
+            _glue_store(executed), glue_of, bib, site, f"book/{source.name}", keep_going
+        )
         book_link = _link("the online book", site.url(page)) if base else "the book"
         note = (
-            f"*This notebook is a chapter of {book_link} \"{cfg.get('title', '')}\", executed when "
+            f'*This notebook is a chapter of {book_link} "{cfg.get("title", "")}", executed when '
             f"the book was built ({when}, commit `{commit[:12] or 'unknown'}`): the outputs below are "
             "that build's. To run it yourself, run all cells; the first code cell installs the "
             "book's library `lnbn_utils` if it is missing.*"
         )
         nb = reader_copy(json.loads(executed.read_text()), rewriter, repo, commit, note)
-        problems += check(nb, source.name)
+        problems += rewriter.errors + check(nb, source.name)
         target = out_dir / "book" / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
@@ -378,22 +487,30 @@ def export(build: Path, commit: str, colab: bool = True) -> list[Path]:
         download.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, download)  # what the page's download button serves
         written.append(target)
-    if problems:
+    if problems and not keep_going:
         raise SystemExit("reader notebooks with problems:\n  " + "\n  ".join(problems))
     (out_dir / "README.md").write_text(
-        f"# Reader notebooks\n\nExecuted copies of the chapters of \"{cfg.get('title', '')}\", built "
+        f'# Reader notebooks\n\nExecuted copies of the chapters of "{cfg.get("title", "")}", built '
         f"from commit {commit or 'unknown'} of {repo or 'the book repository'} by "
         "`tools/reader_notebooks.py`. Generated: edits here are overwritten by the next build.\n"
     )
     if colab:
         _point_colab_at_reader_branch(html, cfg)
+    if problems:
+        raise SystemExit(
+            "reader notebooks written, with problems (--keep-going):\n  "
+            + "\n  ".join(problems)
+        )
     return written
 
 
 def _point_colab_at_reader_branch(html: Path, cfg: dict) -> None:
     branch = (cfg.get("repository") or {}).get("branch", "main")
-    pattern = re.compile(r"(https://colab\.research\.google\.com/github/[^/\"]+/[^/\"]+/blob/)"
-                         + re.escape(branch) + "/")
+    pattern = re.compile(
+        r"(https://colab\.research\.google\.com/github/[^/\"]+/[^/\"]+/blob/)"
+        + re.escape(branch)
+        + "/"
+    )
     for page in html.rglob("*.html"):
         text = page.read_text()
         new = pattern.sub(rf"\g<1>{site_config.READER_BRANCH}/", text)
@@ -403,24 +520,60 @@ def _point_colab_at_reader_branch(html: Path, cfg: dict) -> None:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", type=Path, default=BUILD, help="the jupyter-book output folder (_build)")
-    ap.add_argument("--commit", default=None, help="the commit that built the book (default: git HEAD)")
-    ap.add_argument("--check", nargs="+", type=Path, metavar="NOTEBOOK", help="only check these reader copies")
+    ap.add_argument(
+        "--build",
+        type=Path,
+        default=BUILD,
+        help="the jupyter-book output folder (_build)",
+    )
+    ap.add_argument(
+        "--commit",
+        default=None,
+        help="the commit that built the book (default: git HEAD)",
+    )
+    ap.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="write every copy even with problems (marked in the text), then fail",
+    )
+    ap.add_argument(
+        "--check",
+        nargs="+",
+        type=Path,
+        metavar="NOTEBOOK",
+        help="only check these reader copies",
+    )
     args = ap.parse_args(argv)
     if args.check:
-        problems = [p for path in args.check for p in check(json.loads(path.read_text()), str(path))]
+        problems = [
+            p
+            for path in args.check
+            for p in check(json.loads(path.read_text()), str(path))
+        ]
         print("\n".join(problems) or f"{len(args.check)} reader notebooks ok")
         return 1 if problems else 0
     commit = args.commit or _git("rev-parse", "HEAD")
-    if _git("status", "--porcelain", "--untracked-files=no", "--", "src", "book", "pyproject.toml"):
-        print("warning: uncommitted changes in src/, book/ or pyproject.toml: the install cell pins "
-              f"{commit[:12] or 'no commit'}, which does not hold them")
-    written = export(args.build, commit)
+    if _git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "src",
+        "book",
+        "pyproject.toml",
+    ):
+        print(
+            "warning: uncommitted changes in src/, book/ or pyproject.toml: the install cell pins "
+            f"{commit[:12] or 'no commit'}, which does not hold them"
+        )
+    written = export(args.build, commit, keep_going=args.keep_going)
     repo = site_config.repository_url()
-    print(f"{len(written)} reader notebooks in {args.build / 'reader' / 'book'} "
-          f"(install cell: {repo or 'no repository set'} @ {commit[:12] or 'main'}); "
-          "download buttons serve them, Colab buttons open the "
-          f"'{site_config.READER_BRANCH}' branch")
+    print(
+        f"{len(written)} reader notebooks in {args.build / 'reader' / 'book'} "
+        f"(install cell: {repo or 'no repository set'} @ {commit[:12] or 'main'}); "
+        "download buttons serve them, Colab buttons open the "
+        f"'{site_config.READER_BRANCH}' branch"
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ Open-in-Colab link per chapter) and ``[project.urls]`` in pyproject.toml; commit
 result once the real repository is known (``--repository URL --readme``).
 ``tests/test_book.py`` checks both agree with ``_config.yml``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "_config.yml"
 PLACEHOLDER = "https://github.com/UNSET_OWNER/lnbn-book"
-READER_BRANCH = "notebooks"  # the branch the Pages workflow publishes the reader notebooks to
-GITHUB = re.compile(r"^https://github\.com/([A-Za-z0-9_-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+READER_BRANCH = (
+    "notebooks"  # the branch the Pages workflow publishes the reader notebooks to
+)
+GITHUB = re.compile(
+    r"^https://github\.com/([A-Za-z0-9_-]+)/([A-Za-z0-9._-]+?)(?:\.git)?/?$"
+)
 
 
 def config(path: Path = CONFIG) -> dict:
@@ -55,7 +60,9 @@ def github_parts(url: str) -> tuple[str, str]:
     """``(owner, name)`` of a GitHub repository URL; ValueError for anything else."""
     m = GITHUB.match(url)
     if not m:
-        raise ValueError(f"expected a repository URL like https://github.com/OWNER/NAME, got {url!r}")
+        raise ValueError(
+            f"expected a repository URL like https://github.com/OWNER/NAME, got {url!r}"
+        )
     return m.group(1), m.group(2)
 
 
@@ -73,19 +80,30 @@ def _set(text: str, section: str, key: str, value: str) -> str:
     body = block.group(1)
     line = re.compile(rf"^([ \t]+){key}:[^\n#]*(#[^\n]*)?$", re.M)
     if line.search(body):
-        body = line.sub(lambda m: f"{m.group(1)}{key}: {value}" + (f"  {m.group(2)}" if m.group(2) else ""), body, 1)
+        body = line.sub(
+            lambda m: (
+                f"{m.group(1)}{key}: {value}"
+                + (f"  {m.group(2)}" if m.group(2) else "")
+            ),
+            body,
+            1,
+        )
     else:
         body = f"  {key}: {value}\n" + body
-    return text[: block.start(1)] + body + text[block.end(1):]
+    return text[: block.start(1)] + body + text[block.end(1) :]
 
 
 def configure(repository: str | None, baseurl: str | None, path: Path = CONFIG) -> None:
     text = path.read_text()
     if repository:
-        github_parts(repository)  # fail early on anything that is not a GitHub repository
+        github_parts(
+            repository
+        )  # fail early on anything that is not a GitHub repository
         text = _set(text, "repository", "url", repository.rstrip("/"))
     if baseurl:
-        text = _set(text, "html", "baseurl", baseurl if baseurl.endswith("/") else baseurl + "/")
+        text = _set(
+            text, "html", "baseurl", baseurl if baseurl.endswith("/") else baseurl + "/"
+        )
     path.write_text(text)
     yaml.safe_load(text)  # still valid YAML
 
@@ -95,12 +113,16 @@ def chapters() -> list[tuple[str, str]]:
     import json
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])]
+    files = [
+        c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])
+    ]
     out = []
     for f in files:
         nb = ROOT / f"{f}.ipynb"
         if nb.exists():
-            first = "".join(json.loads(nb.read_text())["cells"][0]["source"]).splitlines()[0]
+            first = "".join(
+                json.loads(nb.read_text())["cells"][0]["source"]
+            ).splitlines()[0]
             out.append((f"{f}.ipynb", first.lstrip("# ").strip()))
     return out
 
@@ -120,8 +142,10 @@ def readme_block(cfg: dict | None = None) -> str:
         "",
     ]
     for nb, title in chapters():
-        lines.append(f"- [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-                     f"({colab_url(repo, nb)}) {title}")
+        lines.append(
+            f"- [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(repo, nb)}) {title}"
+        )
     return "\n".join(lines)
 
 
@@ -134,10 +158,19 @@ def write_readme(path: Path = ROOT / "README.md") -> bool:
     """Rewrite README.md's generated blocks (links, install); return whether it changed."""
     text = new = path.read_text()
     for name, block in (("links", readme_block()), ("install", install_block())):
-        m = re.search(rf"(<!-- {name}:start[^>]*-->\n)(.*?)(\n?<!-- {name}:end -->)", new, re.S)
+        m = re.search(
+            rf"(<!-- {name}:start[^>]*-->\n)(.*?)(\n?<!-- {name}:end -->)", new, re.S
+        )
         if not m:
-            raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> block")
-        new = new[: m.end(1)] + block + "\n" + new[m.end(3) - len("<!-- " + name + ":end -->"):]
+            raise SystemExit(
+                f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> block"
+            )
+        new = (
+            new[: m.end(1)]
+            + block
+            + "\n"
+            + new[m.end(3) - len("<!-- " + name + ":end -->") :]
+        )
     path.write_text(new)
     return new != text
 
@@ -152,22 +185,38 @@ def write_pyproject(path: Path = ROOT / "pyproject.toml") -> bool:
     repo = repository_url() or PLACEHOLDER
     new = text
     for key, url in project_urls(repo).items():
-        new = re.sub(rf'^{key} = "[^"]*"$', f'{key} = "{url}"', new, count=1, flags=re.M)
+        new = re.sub(
+            rf'^{key} = "[^"]*"$', f'{key} = "{url}"', new, count=1, flags=re.M
+        )
     path.write_text(new)
     return new != text
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repository", help="https://github.com/OWNER/NAME (e.g. from GITHUB_REPOSITORY)")
-    ap.add_argument("--baseurl", help="the online book's address (actions/configure-pages' base_url)")
-    ap.add_argument("--readme", action="store_true", help="rewrite README.md's links block")
+    ap.add_argument(
+        "--repository",
+        help="https://github.com/OWNER/NAME (e.g. from GITHUB_REPOSITORY)",
+    )
+    ap.add_argument(
+        "--baseurl",
+        help="the online book's address (actions/configure-pages' base_url)",
+    )
+    ap.add_argument(
+        "--readme", action="store_true", help="rewrite README.md's links block"
+    )
     args = ap.parse_args(argv)
     if args.repository or args.baseurl:
         configure(args.repository, args.baseurl)
     if args.readme:
-        print("README.md links block", "rewritten" if write_readme() else "already current")
-        print("pyproject.toml URLs", "rewritten" if write_pyproject() else "already current")
+        print(
+            "README.md links block",
+            "rewritten" if write_readme() else "already current",
+        )
+        print(
+            "pyproject.toml URLs",
+            "rewritten" if write_pyproject() else "already current",
+        )
     cfg = config()
     print(f"repository.url: {repository_url(cfg) or '(not set: ' + PLACEHOLDER + ')'}")
     print(f"html.baseurl:   {base_url(cfg) or '(not set)'}")
