@@ -92,16 +92,17 @@ def offline_copy(site: Path, dest: Path) -> Path:
     return dest
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # no line per request
+        pass
+
+
 def serve(directory: Path) -> tuple[socketserver.TCPServer, str]:
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(directory)
-    )
-    handler.log_message = lambda *a, **k: None
+    """Serve ``directory`` on a free localhost port in a background thread."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.handle_error = lambda *a: (
-        None
-    )  # a browser closing a connection early is no error
+    server.handle_error = lambda *a: None  # a browser closing a connection early is no error
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 

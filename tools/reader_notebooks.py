@@ -8,8 +8,8 @@ The committed notebooks carry MyST syntax that only the book build understands:
 ``{glue:text}`name:.2f``` for a measured number, ``{cite:p}`key``` for a citation,
 ``{doc}``/``{numref}`` cross-references. Opened raw on Colab or from a download, that
 shows as literal text. This tool takes the notebook myst-nb executed for the build
-(``_build/jupyter_execute/book/X.ipynb``, with its outputs and figures) and writes a
-reader copy in which
+(from its jupyter-cache, ``_build/.jupyter_cache``, with its outputs and figures) and
+writes a reader copy in which
 
 * glue roles are the values this build measured, formatted as the book formats them;
 * citations are "(Author, Year)", linked to the DOI/URL of the entry, or to the online
@@ -322,18 +322,38 @@ class Rewriter:
 # --- notebooks --------------------------------------------------------------------------
 
 
-def _glue_store(executed: Path) -> dict[str, dict]:
-    side = executed.with_suffix(".glue.json")
-    if side.exists():
-        return json.loads(side.read_text())
+def executed_notebook(source: Path, cache_dir: Path) -> dict:
+    """``source`` with the outputs of its cached execution (what the book build rendered).
+
+    myst-nb keeps executed notebooks in its jupyter-cache; its ``_build/jupyter_execute``
+    copies are not reliable (a notebook restored from the cache is written there without
+    outputs), so the outputs come from the cache, matched on the notebook's code.
+    """
+    import nbformat
+    from jupyter_cache import get_cache
+
+    nb = nbformat.read(source, as_version=4)
+    try:
+        _, merged = get_cache(str(cache_dir)).merge_match_into_notebook(nb)
+    except KeyError:
+        raise SystemExit(
+            f"{source.name}: no execution in {cache_dir} matches its code: "
+            "run `jupyter-book build .` first (a notebook that failed is not cached)"
+        ) from None
+    return json.loads(nbformat.writes(merged))
+
+
+def glue_store(nb: dict) -> dict[str, dict]:
+    """``{name: {"data": {mime: value}}}`` for every value the executed notebook glued."""
     store = {}
-    nb = json.loads(executed.read_text())
     for cell in nb["cells"]:
         for out in cell.get("outputs", []):
             meta = out.get("metadata", {}).get("scrapbook")
             if meta:
                 prefix = meta.get("mime_prefix", "")
-                data = {k[len(prefix) :]: v for k, v in out.get("data", {}).items()}
+                data = {
+                    k.removeprefix(prefix): v for k, v in out.get("data", {}).items()
+                }
                 store[meta["name"]] = {"data": data}
     return store
 
@@ -440,9 +460,9 @@ def export(
 ) -> list[Path]:
     cfg = site_config.config()
     repo, base = site_config.repository_url(cfg), site_config.base_url(cfg)
-    html, executed_dir, out_dir = (
+    html, cache_dir, out_dir = (
         build / "html",
-        build / "jupyter_execute",
+        build / ".jupyter_cache",
         build / "reader",
     )
     if not (html / "index.html").exists():
@@ -454,22 +474,30 @@ def export(
     site = Site(html, base)
     stores: dict[str, dict] = {}
 
-    def glue_of(doc: str) -> dict:
-        path = executed_dir / "book" / Path(doc).with_suffix(".ipynb").name
-        return stores.setdefault(doc, _glue_store(path))
+    def glue_of(
+        doc: str,
+    ) -> dict:  # another chapter's glue: {glue:text}`02_x.ipynb::name`
+        name = Path(doc).with_suffix(".ipynb").name
+        if name not in stores:
+            stores[name] = glue_store(
+                executed_notebook(ROOT / "book" / name, cache_dir)
+            )
+        return stores[name]
 
     shutil.rmtree(out_dir, ignore_errors=True)
     written, problems = [], []
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     for source in sorted((ROOT / "book").glob("*.ipynb")):
-        executed = executed_dir / "book" / source.name
-        if not executed.exists():
-            raise SystemExit(
-                f"{executed} is missing: the book build did not execute {source.name}"
-            )
+        executed = executed_notebook(source, cache_dir)
+        stores[f"{source.stem}.ipynb"] = glue_store(executed)
         page = f"book/{source.stem}.html"
         rewriter = Rewriter(
-            _glue_store(executed), glue_of, bib, site, f"book/{source.name}", keep_going
+            stores[f"{source.stem}.ipynb"],
+            glue_of,
+            bib,
+            site,
+            f"book/{source.name}",
+            keep_going,
         )
         book_link = _link("the online book", site.url(page)) if base else "the book"
         note = (
@@ -478,7 +506,7 @@ def export(
             "that build's. To run it yourself, run all cells; the first code cell installs the "
             "book's library `lnbn_utils` if it is missing.*"
         )
-        nb = reader_copy(json.loads(executed.read_text()), rewriter, repo, commit, note)
+        nb = reader_copy(executed, rewriter, repo, commit, note)
         problems += rewriter.errors + check(nb, source.name)
         target = out_dir / "book" / source.name
         target.parent.mkdir(parents=True, exist_ok=True)

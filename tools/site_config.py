@@ -135,8 +135,12 @@ def readme_block(cfg: dict | None = None) -> str:
     lines = [
         f"**Read the book online: <{site}>** (also as a [PDF]({site}lnbn-book.pdf)).",
         "",
-        f"[![test]({repo}/actions/workflows/test.yml/badge.svg)]({repo}/actions/workflows/test.yml)",
-        f"[![deploy-book]({repo}/actions/workflows/pages.yml/badge.svg)]({repo}/actions/workflows/pages.yml)",
+        # main is tested by the deploy workflow (it calls test.yml before building); test.yml
+        # itself runs on pull requests and other branches
+        f"[![test, build and deploy (main)]({repo}/actions/workflows/pages.yml/badge.svg?branch=main)]"
+        f"({repo}/actions/workflows/pages.yml)",
+        f"[![test (pull requests)]({repo}/actions/workflows/test.yml/badge.svg?event=pull_request)]"
+        f"({repo}/actions/workflows/test.yml)",
         "",
         "Run a chapter on Colab (executed copies, the library installed from the commit that built the book):",
         "",
