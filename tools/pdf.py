@@ -37,7 +37,10 @@ PRINT_CSS = """
 .bd-main .bd-content .bd-article-container { max-width: 100% !important; }
 .bd-page-width { max-width: 100% !important; }
 html, body { background: white !important; }
-figure, img, .cell_output, table, .math { break-inside: avoid; }
+pre, .highlight, div.cell_input, div.cell_output, .output { overflow: visible !important; }
+pre { white-space: pre-wrap !important; word-break: break-word; }
+div.cell_input, .highlight, pre { break-inside: auto !important; }
+figure, img, table, .math { break-inside: avoid; }
 h1, h2, h3 { break-after: avoid; }
 section > h1 { break-before: page; }
 """
@@ -143,13 +146,24 @@ def wait_for_mathjax(driver) -> None:
     )
 
 
+def single_page(index: Path) -> Path:
+    """The page ``index`` redirects to (Jupyter Book's root ``index.html`` is a redirect)."""
+    m = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', index.read_text(), re.I)
+    return (index.parent / m.group(1)).resolve() if m else index
+
+
 def print_pdf(index: Path, out: Path, title: str = "") -> dict:
-    """Print ``index`` (a single-page build) to ``out``; return counts for a sanity check."""
+    """Print the single-page build at ``index`` to ``out``; return counts for a sanity check."""
     site = offline_copy(index.parent, ROOT / "_build" / "pdf" / "site")
+    # Sphinx's single page links _static/ and _images/ from the site root, even when the
+    # root document lives in a folder (book/intro.html): print it from the root.
+    page = "whole-book.html"
+    rel = single_page(index).relative_to(index.parent.resolve())
+    (site / page).write_text((site / rel).read_text())
     server, base = serve(site)
     driver = chrome()
     try:
-        driver.get(f"{base}/{index.name}")
+        driver.get(f"{base}/{page}")
         wait_for_mathjax(driver)
         driver.execute_script(
             "const s = document.createElement('style'); s.textContent = arguments[0];"
