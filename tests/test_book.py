@@ -376,3 +376,16 @@ def test_packaging_metadata():
     }
     init = (ROOT / "src" / "lnbn_utils" / "__init__.py").read_text()
     assert re.search(r'^__version__ = "\d+\.\d+\.\d+"$', init, re.M)
+
+
+def test_every_bibliography_entry_links_somewhere():
+    """Readers follow a citation: every entry has a DOI or URL (the reader notebooks link it)."""
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(ROOT / "book" / "references.bib")).entries
+    missing = [
+        k
+        for k, e in entries.items()
+        if not ({"doi", "url"} & {f.lower() for f in e.fields})
+    ]
+    assert not missing, f"bibliography entries without a DOI or URL: {missing}"
