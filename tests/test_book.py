@@ -228,9 +228,21 @@ class _Site:
         return {"book/00_two_norms.html": "Two ways to normalize"}.get(page, page)
 
 
-def _rewriter():
+BIB = r"""
+@article{ba2016layer, title = {Layer Normalization}, year = {2016},
+  author = {Ba, Jimmy Lei and Kiros, Jamie Ryan and Hinton, Geoffrey E.},
+  url = {https://arxiv.org/abs/1607.06450}}
+@inproceedings{ioffe2015batch, title = {Batch Normalization}, year = {2015},
+  author = {Ioffe, Sergey and Szegedy, Christian}}
+@inproceedings{kaiser2099x, title = {X}, year = {2099}, doi = {10.1000/xyz},
+  author = {Kaiser, {\L}ukasz}}
+"""
+
+
+def _rewriter(tmp_path):
+    (tmp_path / "refs.bib").write_text(BIB)
     bib = reader_notebooks.Bibliography(
-        [ROOT / "book" / "references.bib"], "https://octo.github.io/book/bib.html"
+        [tmp_path / "refs.bib"], "https://octo.github.io/book/bib.html"
     )
     glue = {
         "ratio": {"data": {"text/plain": "0.123456"}},
@@ -243,12 +255,13 @@ def _rewriter():
     )
 
 
-def test_reader_markdown_fills_glue_citations_and_references():
-    rw = _rewriter()
+def test_reader_markdown_fills_glue_citations_and_references(tmp_path):
+    rw = _rewriter(tmp_path)
     out = rw.markdown(
         "(sec-label)=\n## Result\n\nThe ratio is {glue:text}`ratio:.2f` for {glue:text}`name` over "
         "{glue:text}`n:,d` tokens ({glue:text}`02_y.ipynb::far:.1f`), {glue}`n`.\n"
-        "LayerNorm {cite:p}`ba2016layer` and {cite:t}`ioffe2015batch`; both {cite:p}`ba2016layer,ioffe2015batch`.\n"
+        "LayerNorm {cite:p}`ba2016layer` and {cite:t}`ioffe2015batch`; both {cite:p}`ba2016layer,ioffe2015batch`; "
+        "{cite:t}`kaiser2099x`.\n"
         "See {doc}`00_two_norms`, {numref}`fig-ch1-x`, {ref}`the section <sec-a>`, {math}`x^2`.\n\n"
         ":::{note}\nA remark.\n:::\n\n$$\ny = x\n$$ (eq-1)\n"
     )
@@ -260,10 +273,13 @@ def test_reader_markdown_fills_glue_citations_and_references():
         "notebook: no outputs at all",
     ], out
     assert "The ratio is 0.12 for LayerNorm over 1,024 tokens (2.5), 1024." in out
-    assert "LayerNorm ([Ba et al., 2016](https://octo.github.io/book/bib.html))" in out
-    assert "[Ioffe and Szegedy (2015)](https://octo.github.io/book/bib.html)" in out
+    assert "LayerNorm ([Ba et al., 2016](https://arxiv.org/abs/1607.06450))" in out
     assert (
-        "([Ba et al., 2016](https://octo.github.io/book/bib.html); [Ioffe and Szegedy, 2015]("
+        "[Ioffe and Szegedy (2015)](https://octo.github.io/book/bib.html)" in out
+    )  # no URL
+    assert "[Kaiser (2099)](https://doi.org/10.1000/xyz)" in out
+    assert (
+        "([Ba et al., 2016](https://arxiv.org/abs/1607.06450); [Ioffe and Szegedy, 2015]("
         in out
     )
     assert (
@@ -276,8 +292,8 @@ def test_reader_markdown_fills_glue_citations_and_references():
     assert "(sec-label)=" not in out and "(eq-1)" not in out
 
 
-def test_reader_check_flags_raw_myst_and_unknown_names():
-    rw = _rewriter()
+def test_reader_check_flags_raw_myst_and_unknown_names(tmp_path):
+    rw = _rewriter(tmp_path)
     with pytest.raises(KeyError, match="missing_name"):
         rw.markdown("{glue:text}`missing_name:.2f`")
     with pytest.raises(KeyError, match="nokey2099"):
