@@ -48,7 +48,9 @@ section > h1 { break-before: page; }
 
 def find_chrome() -> tuple[str, str]:
     """``(browser, driver)``: CHROME_BIN/CHROMEDRIVER, GitHub's Chrome, or Debian's chromium."""
-    github = os.environ.get("CHROMEWEBDRIVER")  # GitHub's Ubuntu runners: Chrome + its driver
+    github = os.environ.get(
+        "CHROMEWEBDRIVER"
+    )  # GitHub's Ubuntu runners: Chrome + its driver
     names = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
     if github:
         names = names[2:] + names[:2]
@@ -105,7 +107,9 @@ def serve(directory: Path) -> tuple[socketserver.TCPServer, str]:
     handler = functools.partial(_QuietHandler, directory=str(directory))
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.handle_error = lambda *a: None  # a browser closing a connection early is no error
+    server.handle_error = lambda *a: (
+        None
+    )  # a browser closing a connection early is no error
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -148,7 +152,9 @@ def wait_for_mathjax(driver) -> None:
 
 def single_page(index: Path) -> Path:
     """The page ``index`` redirects to (Jupyter Book's root ``index.html`` is a redirect)."""
-    m = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', index.read_text(), re.I)
+    m = re.search(
+        r'http-equiv="Refresh" content="0; url=([^"]+)"', index.read_text(), re.I
+    )
     return (index.parent / m.group(1)).resolve() if m else index
 
 
