@@ -5,12 +5,12 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 from unittest import mock
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_book_config_reader_conventions():
         and html["use_repository_button"]
     )
     assert (ROOT / cfg["logo"]).exists() and (ROOT / html["favicon"]).exists()
-    assert cfg["sphinx"]["local_extensions"] == {"book_ext": "tools/"}
+    assert cfg["sphinx"]["local_extensions"]["book_ext"] == "tools/"
     assert cfg["execute"]["execute_notebooks"] == "cache"
 
 

@@ -1,4 +1,4 @@
-"""The book's own Sphinx extension (loaded from _config.yml, ``sphinx.local_extensions``).
+"""The book's own Sphinx extension (``sphinx.local_extensions`` in _config.yml).
 
 * When a build starts: clears the execution cache if the library, the requirements or
   ``LNBN_SEED`` changed since it was filled (``tools/exec_cache.py``).
@@ -84,9 +84,8 @@ def _page_context(app, pagename, templatename, context, doctree) -> None:
         if m:
             image = f"{base}/{m.group(1)}"
             tags.append(f'<meta property="og:image" content="{image}" />')
-    tags.append(
-        f'<meta name="twitter:card" content="{"summary_large_image" if image else "summary"}" />'
-    )
+    card = "summary_large_image" if image else "summary"
+    tags.append(f'<meta name="twitter:card" content="{card}" />')
     context["metatags"] = context.get("metatags", "") + "\n".join(tags) + "\n"
 
     source = app.env.doc2path(pagename)

@@ -1,4 +1,4 @@
-"""Run every chapter the way Colab does: a bare environment, then the notebook's own install cell.
+"""Run every chapter as Colab does: a bare environment, then its own install cell.
 
     make test-colab                     # or: python tools/colab_check.py [NOTEBOOK_DIR]
 
@@ -51,9 +51,7 @@ def main() -> int:
     try:
         import lnbn_utils  # noqa: F401
 
-        print(
-            "lnbn_utils is already importable here: this is not a Colab-like environment"
-        )
+        print("lnbn_utils is already importable here: not a Colab-like environment")
         return 2
     except ImportError:
         pass

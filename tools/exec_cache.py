@@ -25,7 +25,7 @@ INPUTS = ("src/lnbn_utils", "requirements.txt")  # pyproject only has lower boun
 
 
 def cache_key(root: Path = ROOT, seed: str | None = None) -> str:
-    """SHA-256 over the library's source, the requirements, the seed and Python's version."""
+    """SHA-256 of the library's source, the requirements, the seed, Python's version."""
     h = hashlib.sha256()
     for name in INPUTS:
         path = root / name
@@ -44,14 +44,15 @@ def cache_key(root: Path = ROOT, seed: str | None = None) -> str:
 
 
 def ensure(build: Path, root: Path = ROOT, log=print) -> bool:
-    """Clear ``build``'s execution cache if its inputs changed; return whether it was cleared."""
+    """Clear ``build``'s execution cache if its inputs changed; return if it did."""
     cache = build / ".jupyter_cache"
     stamp = cache / KEY_FILE
     key = cache_key(root)
     stale = cache.exists() and (not stamp.exists() or stamp.read_text().strip() != key)
     if stale:
         log(
-            f"execution cache is stale (library, requirements, seed or Python changed): clearing {cache}"
+            "execution cache is stale (library, requirements, seed or Python changed): "
+            f"clearing {cache}"
         )
         shutil.rmtree(cache, ignore_errors=True)
         shutil.rmtree(build / "jupyter_execute", ignore_errors=True)
@@ -65,6 +66,5 @@ if __name__ == "__main__":
     stamp = build / ".jupyter_cache" / KEY_FILE
     key = cache_key()
     have = stamp.read_text().strip() if stamp.exists() else "(none)"
-    print(
-        f"key {key}\ncache {have} -> {'current' if have == key else 'will be cleared at the next build'}"
-    )
+    verdict = "current" if have == key else "will be cleared at the next build"
+    print(f"key {key}\ncache {have} -> {verdict}")

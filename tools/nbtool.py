@@ -1,6 +1,6 @@
 """Keep the book's notebooks in their committed form.
 
-    python tools/nbtool.py          # fix: strip outputs, kernelspec python3, sync the Colab cell
+    python tools/nbtool.py          # fix: strip outputs, kernelspec, install cell
     python tools/nbtool.py --check  # report what is off, exit 1 if anything is
 
 Every chapter's first code cell (hidden in the online book) installs lnbn_utils where
@@ -29,26 +29,29 @@ def colab_cell_source() -> str:
     that ``tools/reader_notebooks.py`` publishes fill them with the repository the
     book is published from and the exact commit that built it.
     """
-    return (
-        "# Install lnbn_utils where it is missing (Colab, Kaggle, Binder, a downloaded copy),\n"
-        "# keeping the torch already there. Published copies pin the commit that built the book.\n"
-        'REPO = ""  # the repository the book is published from (set in published copies)\n'
-        'COMMIT = ""  # the commit that built the published page (set in published copies)\n'
-        "try:\n"
-        "    import lnbn_utils  # noqa: F401\n"
-        "except ImportError:\n"
-        "    import os\n"
-        "\n"
-        '    REPO = os.environ.get("LNBN_INSTALL_FROM") or REPO\n'
-        "    if not REPO:\n"
-        "        raise ImportError(\n"
-        '            "lnbn_utils is not installed and this copy of the notebook does not say "\n'
-        '            "where the book is published. Open the chapter from the online book (its "\n'
-        '            "download or Colab button), or pip install the library as the README says."\n'
-        "        ) from None\n"
-        "    SPEC = f\"git+{REPO}@{COMMIT or 'main'}\"\n"
-        "    %pip install -q {SPEC}"
-    )
+    return _COLAB_CELL.strip("\n")
+
+
+_COLAB_CELL = """
+# Install lnbn_utils where it is missing (Colab, Kaggle, Binder, a downloaded copy),
+# keeping the torch already there. Published copies pin the commit that built the book.
+REPO = ""  # the repository the book is published from (set in published copies)
+COMMIT = ""  # the commit that built the published page (set in published copies)
+try:
+    import lnbn_utils  # noqa: F401
+except ImportError:
+    import os
+
+    REPO = os.environ.get("LNBN_INSTALL_FROM") or REPO
+    if not REPO:
+        raise ImportError(
+            "lnbn_utils is not installed and this copy of the notebook does not say "
+            "where the book is published. Open the chapter from the online book (its "
+            "download or Colab button), or pip install the library as the README says."
+        ) from None
+    SPEC = f"git+{REPO}@{COMMIT or 'main'}"
+    %pip install -q {SPEC}
+"""
 
 
 def colab_cell() -> dict:

@@ -1,4 +1,4 @@
-"""The whole book as one PDF, built offline: headless Chromium prints the single-page build.
+"""The whole book as one PDF, offline: headless Chromium prints the single-page build.
 
     jupyter-book build . --builder singlehtml        # _build/singlehtml/index.html
     python tools/pdf.py _build/singlehtml/index.html _build/pdf/lnbn-book.pdf
@@ -30,14 +30,16 @@ MATHJAX_VERSION = "3.2.2"
 CDN = re.compile(r'src="https://cdn\.jsdelivr\.net/npm/mathjax@3/es5/([\w.-]+\.js)"')
 PRINT_CSS = """
 @page { size: A4; margin: 16mm 14mm 18mm 14mm; }
-.bd-header, .bd-header-article, .bd-sidebar-primary, .bd-sidebar-secondary, .prev-next-area,
-.bd-footer-content, .bd-footer-article, .header-article-items, #pst-back-to-top, .headerlink,
-.skip-link, .search-button__wrapper, .theme-switch-button, .bd-search
+.bd-header, .bd-header-article, .bd-sidebar-primary, .bd-sidebar-secondary,
+.prev-next-area, .bd-footer-content, .bd-footer-article, .header-article-items,
+#pst-back-to-top, .headerlink, .skip-link, .search-button__wrapper,
+.theme-switch-button, .bd-search
   { display: none !important; }
 .bd-main .bd-content .bd-article-container { max-width: 100% !important; }
 .bd-page-width { max-width: 100% !important; }
 html, body { background: white !important; }
-pre, .highlight, div.cell_input, div.cell_output, .output { overflow: visible !important; }
+pre, .highlight, div.cell_input, div.cell_output, .output
+  { overflow: visible !important; }
 pre { white-space: pre-wrap !important; word-break: break-word; }
 div.cell_input, .highlight, pre { break-inside: auto !important; }
 figure, img, table, .math { break-inside: avoid; }
@@ -47,10 +49,8 @@ section > h1 { break-before: page; }
 
 
 def find_chrome() -> tuple[str, str]:
-    """``(browser, driver)``: CHROME_BIN/CHROMEDRIVER, GitHub's Chrome, or Debian's chromium."""
-    github = os.environ.get(
-        "CHROMEWEBDRIVER"
-    )  # GitHub's Ubuntu runners: Chrome + its driver
+    """``(browser, driver)``: CHROME_BIN/CHROMEDRIVER, GitHub's runner, or Debian's."""
+    github = os.environ.get("CHROMEWEBDRIVER")  # GitHub's runners: Chrome + its driver
     names = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
     if github:
         names = names[2:] + names[:2]
@@ -61,7 +61,8 @@ def find_chrome() -> tuple[str, str]:
     )
     if not browser or not driver or not Path(driver).exists():
         raise SystemExit(
-            "need Chromium and ChromeDriver (apt-get install chromium chromium-driver); "
+            "need Chromium and ChromeDriver (apt-get install chromium chromium-driver);"
+            " "
             f"found browser={browser}, driver={driver}"
         )
     return browser, driver
@@ -87,7 +88,7 @@ def local_mathjax(prefix: Path = ROOT / "_build" / "mathjax") -> Path:
 
 
 def offline_copy(site: Path, dest: Path) -> Path:
-    """Copy a built site to ``dest`` with MathJax served from ``/_mathjax``; return ``dest``."""
+    """Copy a built site to ``dest``, its MathJax served from ``/_mathjax``."""
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(site, dest)
     shutil.copytree(local_mathjax(), dest / "_mathjax")
@@ -107,9 +108,8 @@ def serve(directory: Path) -> tuple[socketserver.TCPServer, str]:
     handler = functools.partial(_QuietHandler, directory=str(directory))
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    server.handle_error = lambda *a: (
-        None
-    )  # a browser closing a connection early is no error
+    # a browser closing a connection early is no error
+    server.handle_error = lambda *a: None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -151,7 +151,7 @@ def wait_for_mathjax(driver) -> None:
 
 
 def single_page(index: Path) -> Path:
-    """The page ``index`` redirects to (Jupyter Book's root ``index.html`` is a redirect)."""
+    """The page ``index`` redirects to (Jupyter Book's index.html is a redirect)."""
     m = re.search(
         r'http-equiv="Refresh" content="0; url=([^"]+)"', index.read_text(), re.I
     )
@@ -159,7 +159,7 @@ def single_page(index: Path) -> Path:
 
 
 def print_pdf(index: Path, out: Path, title: str = "") -> dict:
-    """Print the single-page build at ``index`` to ``out``; return counts for a sanity check."""
+    """Print the single-page build at ``index`` to ``out``; return counts to check."""
     site = offline_copy(index.parent, ROOT / "_build" / "pdf" / "site")
     # Sphinx's single page links _static/ and _images/ from the site root, even when the
     # root document lives in a folder (book/intro.html): print it from the root.
@@ -178,17 +178,19 @@ def print_pdf(index: Path, out: Path, title: str = "") -> dict:
             PRINT_CSS,
         )
         stats = driver.execute_script(
-            "return {images: [...document.querySelectorAll('article img, .bd-article img')]"
-            "  .filter(i => i.complete && i.naturalWidth > 0).length,"
-            " broken: [...document.querySelectorAll('article img, .bd-article img')]"
-            "  .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),"
-            " math: document.querySelectorAll('mjx-container').length,"
-            " math_errors: document.querySelectorAll('mjx-merror').length,"
-            " citations: document.querySelectorAll('.citation, div.citation, dl.citation > dt').length};"
+            "const imgs = [...document.querySelectorAll("
+            "  'article img, .bd-article img')];"
+            "const ok = i => i.complete && i.naturalWidth > 0;"
+            "const n = sel => document.querySelectorAll(sel).length;"
+            "return {images: imgs.filter(ok).length,"
+            " broken: imgs.filter(i => !ok(i)).map(i => i.src),"
+            " math: n('mjx-container'), math_errors: n('mjx-merror'),"
+            " citations: n('.citation, div.citation, dl.citation > dt')};"
         )
         footer = (
             '<div style="font-size:8px;width:100%;text-align:center;color:#555;">'
-            f'{title} &middot; <span class="pageNumber"></span> / <span class="totalPages"></span></div>'
+            f'{title} &middot; <span class="pageNumber"></span> / '
+            '<span class="totalPages"></span></div>'
         )
         result = driver.execute_cdp_cmd(
             "Page.printToPDF",
@@ -225,8 +227,9 @@ def main(argv: list[str]) -> int:
     title = yaml.safe_load((ROOT / "_config.yml").read_text()).get("title", "")
     stats = print_pdf(index, out, title)
     print(
-        f"{out}: {stats['pages']} pages, {stats['bytes'] / 1e6:.1f} MB, {stats['images']} figures, "
-        f"{stats['math']} formulas, {stats['citations']} bibliography entries"
+        f"{out}: {stats['pages']} pages, {stats['bytes'] / 1e6:.1f} MB, "
+        f"{stats['images']} figures, {stats['math']} formulas, "
+        f"{stats['citations']} bibliography entries"
     )
     problems = []
     if stats["broken"]:

@@ -233,7 +233,7 @@ class Rewriter:
         store = self.glue_of(doc) if doc else self.glue
         if name not in store:
             raise KeyError(
-                f"{self.page}: glue name {name!r} was not glued by the executed notebook"
+                f"{self.page}: glue name {name!r} not glued by the executed notebook"
             )
         data = store[name]["data"]
         if role == "glue:md" and "text/markdown" in data:
@@ -319,15 +319,16 @@ class Rewriter:
         return ROLE.sub(self.role, src)
 
 
-# --- notebooks --------------------------------------------------------------------------
+# --- notebooks -----------------------------------------------------------------------
 
 
 def executed_notebook(source: Path, cache_dir: Path) -> dict:
-    """``source`` with the outputs of its cached execution (what the book build rendered).
+    """``source`` with the outputs of its cached execution (what the book rendered).
 
-    myst-nb keeps executed notebooks in its jupyter-cache; its ``_build/jupyter_execute``
-    copies are not reliable (a notebook restored from the cache is written there without
-    outputs), so the outputs come from the cache, matched on the notebook's code.
+    myst-nb keeps executed notebooks in its jupyter-cache; its copies in
+    ``_build/jupyter_execute`` are not reliable (a notebook restored from the cache
+    is written there without outputs), so the outputs come from the cache, matched
+    on the notebook's code.
     """
     import nbformat
     from jupyter_cache import get_cache
@@ -344,7 +345,7 @@ def executed_notebook(source: Path, cache_dir: Path) -> dict:
 
 
 def glue_store(nb: dict) -> dict[str, dict]:
-    """``{name: {"data": {mime: value}}}`` for every value the executed notebook glued."""
+    """``{name: {"data": {mime: value}}}`` for every value the notebook glued."""
     store = {}
     for cell in nb["cells"]:
         for out in cell.get("outputs", []):
@@ -410,7 +411,7 @@ def reader_copy(
 
 
 def check(nb: dict, name: str = "notebook") -> list[str]:
-    """What keeps ``nb`` from being a reader copy: raw MyST, missing outputs, no install cell."""
+    """Why ``nb`` is not a reader copy: raw MyST, no outputs, no install cell."""
     problems = []
     for i, cell in enumerate(nb["cells"]):
         src = "".join(cell.get("source", ""))
@@ -425,7 +426,8 @@ def check(nb: dict, name: str = "notebook") -> list[str]:
                 m = re.search(pat, src)
                 if m:
                     problems.append(
-                        f"{name}: cell {i}: {what}: {src[max(0, m.start() - 30) : m.end() + 40]!r}"
+                        f"{name}: cell {i}: {what}: "
+                        f"{src[max(0, m.start() - 30) : m.end() + 40]!r}"
                     )
                     break
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -434,7 +436,8 @@ def check(nb: dict, name: str = "notebook") -> list[str]:
     ]
     if len(install) != 1:
         problems.append(
-            f"{name}: expected one install cell (tag {nbtool.COLAB_TAG!r}), found {len(install)}"
+            f"{name}: expected one install cell (tag {nbtool.COLAB_TAG!r}), "
+            f"found {len(install)}"
         )
     ran = [c for c in code if c not in install]
     if not ran or any(
@@ -501,9 +504,10 @@ def export(
         )
         book_link = _link("the online book", site.url(page)) if base else "the book"
         note = (
-            f'*This notebook is a chapter of {book_link} "{cfg.get("title", "")}", executed when '
-            f"the book was built ({when}, commit `{commit[:12] or 'unknown'}`): the outputs below are "
-            "that build's. To run it yourself, run all cells; the first code cell installs the "
+            f'*This notebook is a chapter of {book_link} "{cfg.get("title", "")}", '
+            f"executed when the book was built ({when}, commit "
+            f"`{commit[:12] or 'unknown'}`): the outputs below are that build's. "
+            "To run it yourself, run all cells; the first code cell installs the "
             "book's library `lnbn_utils` if it is missing.*"
         )
         nb = reader_copy(executed, rewriter, repo, commit, note)
@@ -518,9 +522,10 @@ def export(
     if problems and not keep_going:
         raise SystemExit("reader notebooks with problems:\n  " + "\n  ".join(problems))
     (out_dir / "README.md").write_text(
-        f'# Reader notebooks\n\nExecuted copies of the chapters of "{cfg.get("title", "")}", built '
-        f"from commit {commit or 'unknown'} of {repo or 'the book repository'} by "
-        "`tools/reader_notebooks.py`. Generated: edits here are overwritten by the next build.\n"
+        "# Reader notebooks\n\nExecuted copies of the chapters of "
+        f'"{cfg.get("title", "")}", built from commit {commit or "unknown"} of '
+        f"{repo or 'the book repository'} by `tools/reader_notebooks.py`. "
+        "Generated: edits here are overwritten by the next build.\n"
     )
     if colab:
         _point_colab_at_reader_branch(html, cfg)
@@ -591,7 +596,8 @@ def main(argv: list[str]) -> int:
         "pyproject.toml",
     ):
         print(
-            "warning: uncommitted changes in src/, book/ or pyproject.toml: the install cell pins "
+            "warning: uncommitted changes in src/, book/ or pyproject.toml: "
+            "the install cell pins "
             f"{commit[:12] or 'no commit'}, which does not hold them"
         )
     written = export(args.build, commit, keep_going=args.keep_going)

@@ -3,7 +3,7 @@
     python tools/site_config.py                        # print what _config.yml says now
     python tools/site_config.py --repository https://github.com/OWNER/NAME \\
                                 --baseurl https://OWNER.github.io/NAME/
-    python tools/site_config.py --readme               # README links + pyproject URLs from it
+    python tools/site_config.py --readme               # README links, pyproject URLs
 
 The Pages workflow runs the second form in its own checkout, with the repository it
 runs in (``GITHUB_REPOSITORY``) and the Pages URL, so a fork publishes a book whose
@@ -67,13 +67,13 @@ def github_parts(url: str) -> tuple[str, str]:
 
 
 def colab_url(repo: str, notebook: str) -> str:
-    """Colab's address for the published reader copy of ``notebook`` (e.g. ``book/01_x.ipynb``)."""
+    """Colab's address of the published reader copy of ``notebook`` (book/X.ipynb)."""
     owner, name = github_parts(repo or PLACEHOLDER)
     return f"https://colab.research.google.com/github/{owner}/{name}/blob/{READER_BRANCH}/{notebook}"
 
 
 def _set(text: str, section: str, key: str, value: str) -> str:
-    """Set ``section.key`` in the YAML text, keeping every comment (add the key if missing)."""
+    """Set ``section.key`` in the YAML text, keeping comments (add it if missing)."""
     block = re.search(rf"^{section}:[^\n]*\n((?:[ \t]+[^\n]*\n|\n)*)", text, re.M)
     if not block:
         raise SystemExit(f"_config.yml has no top-level {section!r} section")
@@ -132,17 +132,19 @@ def readme_block(cfg: dict | None = None) -> str:
     repo = repository_url(cfg) or PLACEHOLDER
     owner, name = github_parts(repo)
     site = base_url(cfg) or f"https://{owner.lower()}.github.io/{name}/"
+    actions = f"{repo}/actions/workflows"
     lines = [
         f"**Read the book online: <{site}>** (also as a [PDF]({site}lnbn-book.pdf)).",
         "",
-        # main is tested by the deploy workflow (it calls test.yml before building); test.yml
-        # itself runs on pull requests and other branches
-        f"[![test, build and deploy (main)]({repo}/actions/workflows/pages.yml/badge.svg?branch=main)]"
-        f"({repo}/actions/workflows/pages.yml)",
-        f"[![test (pull requests)]({repo}/actions/workflows/test.yml/badge.svg?event=pull_request)]"
-        f"({repo}/actions/workflows/test.yml)",
+        # main is tested by the deploy workflow (it calls test.yml before building);
+        # test.yml itself runs on pull requests and other branches
+        f"[![test, build and deploy (main)]({actions}/pages.yml/badge.svg?branch=main)]"
+        f"({actions}/pages.yml)",
+        f"[![test (pull requests)]({actions}/test.yml/badge.svg?event=pull_request)]"
+        f"({actions}/test.yml)",
         "",
-        "Run a chapter on Colab (executed copies, the library installed from the commit that built the book):",
+        "Run a chapter on Colab (executed copies, the library installed from the "
+        "commit that built the book):",
         "",
     ]
     for nb, title in chapters():
@@ -155,11 +157,12 @@ def readme_block(cfg: dict | None = None) -> str:
 
 def install_block(cfg: dict | None = None) -> str:
     repo = repository_url(cfg or config()) or PLACEHOLDER
-    return f'```bash\npip install "git+{repo}"   # needs torch>=2.4 and matplotlib>=3.7\n```'
+    line = f'pip install "git+{repo}"   # needs torch>=2.4 and matplotlib>=3.7'
+    return f"```bash\n{line}\n```"
 
 
 def write_readme(path: Path = ROOT / "README.md") -> bool:
-    """Rewrite README.md's generated blocks (links, install); return whether it changed."""
+    """Rewrite README.md's generated blocks (links, install); return if it changed."""
     text = new = path.read_text()
     for name, block in (("links", readme_block()), ("install", install_block())):
         m = re.search(
