@@ -1,4 +1,6 @@
-"""The notebooks' committed form: no outputs, kernelspec python3, Colab cell in sync, a title, seeded."""
+"""The notebooks' committed form (no outputs, kernelspec, install cell, title, seed)
+and the publishing tools: install cell, site config, reader notebooks, cache, workflows,
+packaging."""
 
 import json
 import os
@@ -69,7 +71,7 @@ def test_toc_lists_exactly_existing_pages():
         assert f"book/{nb.stem}" in listed, f"{nb.name} exists but is not in _toc.yml"
 
 
-# --- publishing: install cell, site configuration, reader notebooks, cache, workflows, packaging ---
+# --- publishing: install cell, site config, reader copies, cache, workflows, packaging
 
 sys.path.insert(0, str(ROOT / "tools"))
 import exec_cache  # noqa: E402
@@ -81,7 +83,7 @@ import site_config  # noqa: E402
 def _run_install_cell(
     source: str, have_lnbn: bool, env: dict | None = None
 ) -> list[str]:
-    """Execute the install cell as IPython would; return the %pip lines it ran (expanded)."""
+    """Execute the install cell as IPython would; return the %pip lines it ran."""
     from IPython.core.inputtransformer2 import TransformerManager
 
     code = TransformerManager().transform_cell(source)
@@ -258,11 +260,13 @@ def _rewriter(tmp_path):
 def test_reader_markdown_fills_glue_citations_and_references(tmp_path):
     rw = _rewriter(tmp_path)
     out = rw.markdown(
-        "(sec-label)=\n## Result\n\nThe ratio is {glue:text}`ratio:.2f` for {glue:text}`name` over "
-        "{glue:text}`n:,d` tokens ({glue:text}`02_y.ipynb::far:.1f`), {glue}`n`.\n"
-        "LayerNorm {cite:p}`ba2016layer` and {cite:t}`ioffe2015batch`; both {cite:p}`ba2016layer,ioffe2015batch`; "
-        "{cite:t}`kaiser2099x`.\n"
-        "See {doc}`00_two_norms`, {numref}`fig-ch1-x`, {ref}`the section <sec-a>`, {math}`x^2`.\n\n"
+        "(sec-label)=\n## Result\n\nThe ratio is {glue:text}`ratio:.2f` for "
+        "{glue:text}`name` over {glue:text}`n:,d` tokens "
+        "({glue:text}`02_y.ipynb::far:.1f`), {glue}`n`.\n"
+        "LayerNorm {cite:p}`ba2016layer` and {cite:t}`ioffe2015batch`; both "
+        "{cite:p}`ba2016layer,ioffe2015batch`; {cite:t}`kaiser2099x`.\n"
+        "See {doc}`00_two_norms`, {numref}`fig-ch1-x`, {ref}`the section <sec-a>`, "
+        "{math}`x^2`.\n\n"
         ":::{note}\nA remark.\n:::\n\n$$\ny = x\n$$ (eq-1)\n"
     )
     assert reader_notebooks.check(
@@ -279,8 +283,8 @@ def test_reader_markdown_fills_glue_citations_and_references(tmp_path):
     )  # no URL
     assert "[Kaiser (2099)](https://doi.org/10.1000/xyz)" in out
     assert (
-        "([Ba et al., 2016](https://arxiv.org/abs/1607.06450); [Ioffe and Szegedy, 2015]("
-        in out
+        "([Ba et al., 2016](https://arxiv.org/abs/1607.06450); "
+        "[Ioffe and Szegedy, 2015](" in out
     )
     assert (
         "[Two ways to normalize](https://octo.github.io/book/book/00_two_norms.html)"
@@ -310,7 +314,7 @@ def _workflow(name):
     return yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
 
 
-# Lowest major of each action that runs on Node 24 (GitHub retired Node 20 on its runners in 2026).
+# Lowest major of each action that runs on Node 24 (GitHub retired Node 20 in 2026).
 NODE24_MAJORS = {
     "actions/checkout": 5,
     "actions/setup-python": 6,
@@ -395,7 +399,7 @@ def test_packaging_metadata():
 
 
 def test_every_bibliography_entry_links_somewhere():
-    """Readers follow a citation: every entry has a DOI or URL (the reader notebooks link it)."""
+    """Every entry has a DOI or URL (the reader notebooks link citations to it)."""
     from pybtex.database import parse_file
 
     entries = parse_file(str(ROOT / "book" / "references.bib")).entries

@@ -1,12 +1,12 @@
 """Load every page of the built book in headless Chromium and check what a reader sees.
 
-Run with `make test-browser` (it builds the book and the reader notebooks first). Per page:
-every image loaded with a non-zero size and alt text that describes it (not a file path),
-chapter figures captioned and named, no broken internal link or anchor, no error output
-cell, the math rendered by MathJax, a page description for search engines and social
-previews. Per chapter: the download button serves the executed reader notebook (outputs,
-no raw MyST left) and the Colab button opens the published reader copy. A full-page
-screenshot of each page goes to _build/screenshots/ for people to look at.
+Run with `make test-browser` (it builds the book and the reader notebooks first).
+Per page: every image loaded with a non-zero size and alt text that describes it (not
+a file path), chapter figures captioned and named, no broken internal link or anchor,
+no error output cell, the math rendered by MathJax, a page description for search
+engines and social previews. Per chapter: the download button serves the executed
+reader notebook (outputs, no raw MyST left) and the Colab button opens the published
+reader copy. A full-page screenshot of each page goes to _build/screenshots/.
 
 The machine is offline, so the pages are served from a copy of _build/html whose
 MathJax <script> points at a local copy of the npm registry's `mathjax` package
@@ -39,10 +39,11 @@ HTML = ROOT / "_build" / "html"
 SERVE = ROOT / "_build" / "browser-html"
 SHOTS = ROOT / "_build" / "screenshots"
 
-# Chapter pages whose figures do not have captions, names and alt text yet: the chapters'
+# Chapter pages whose figures do not have captions, names and alt text yet: their
 # authors are adding them (cell metadata "mystnb": {"figure": {"name", "caption"},
-# "image": {"alt"}}). For a page listed here, and only for it, the caption/alt-text check
-# skips with a message instead of failing. Empty this set once every chapter has them.
+# "image": {"alt"}}). For a page listed here, and only for it, the caption/alt-text
+# check skips with a message instead of failing. Empty this set once every chapter
+# has them.
 ALT_TEXT_PENDING = {
     "book/00_two_norms.html",
     "book/01_batch_dependence.html",
@@ -136,7 +137,8 @@ def test_page(page, driver, base_url):
 
     images = driver.execute_script(
         "return [...document.querySelectorAll('article img')]"
-        ".map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
+        ".map(i => [i.getAttribute('src'), i.complete, i.naturalWidth,"
+        "           i.naturalHeight]);"
     )
     broken = [
         src for src, complete, w, h in images if not (complete and w > 0 and h > 0)
@@ -144,7 +146,8 @@ def test_page(page, driver, base_url):
     assert not broken, f"{page}: images that did not load: {broken}"
 
     meta = driver.execute_script(
-        "const m = n => (document.querySelector(`meta[name='${n}'], meta[property='${n}']`) || {}).content;"
+        "const m = n => (document.querySelector("
+        "  `meta[name='${n}'], meta[property='${n}']`) || {}).content;"
         "return [m('description'), m('og:title'), m('og:description')];"
     )
     assert all(v and v.strip() for v in meta), (
@@ -152,7 +155,8 @@ def test_page(page, driver, base_url):
     )
     if page in NOTEBOOK_PAGES:
         assert images, f"{page}: a chapter page without a single figure"
-    # Readable on the dark theme too: every figure is opaque (lu.set_style gives it a white background).
+    # Readable on the dark theme too: every figure is opaque (lu.set_style gives it a
+    # white background).
     for src in {src for src, *_ in images if src.endswith(".png")}:
         with Image.open(
             io.BytesIO(
@@ -163,11 +167,13 @@ def test_page(page, driver, base_url):
         ) as im:
             alpha = im.convert("RGBA").getchannel("A").getextrema()
         assert alpha[0] == 255, (
-            f"{page}: figure {src} has transparent pixels; it would vanish on the dark theme"
+            f"{page}: figure {src} has transparent pixels; it would vanish on the "
+            "dark theme"
         )
 
     errors = driver.execute_script(
-        "return document.querySelectorAll('.output.traceback, .output.error, .cell_output .traceback').length;"
+        "return document.querySelectorAll("
+        "  '.output.traceback, .output.error, .cell_output .traceback').length;"
     )
     text = driver.execute_script("return document.querySelector('article').innerText;")
     assert errors == 0 and "Traceback (most recent call last)" not in text, (
@@ -214,14 +220,17 @@ def _git_works() -> bool:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_figures_have_alt_text_captions_and_names(page, driver, base_url):
-    """Alt text that describes the image (not missing, not a file path) on every page; every chapter
-    figure in a <figure> with a caption and an id (its name, so numfig numbers it)."""
+    """Alt text that describes the image (not missing, not a file path) on every
+    page; every chapter figure in a <figure> with a caption and an id (its name, so
+    numfig numbers it)."""
     _open(driver, f"{base_url}/{page}")
     images = driver.execute_script(
         "return [...document.querySelectorAll('article img')].map(i => {"
         "  const f = i.closest('figure');"
-        "  return [i.getAttribute('src'), i.getAttribute('alt'), !!i.closest('.cell_output'), !!f,"
-        "          f ? (f.querySelector('figcaption') || {innerText: ''}).innerText.trim() : '',"
+        "  const cap = f ? f.querySelector('figcaption') : null;"
+        "  return [i.getAttribute('src'), i.getAttribute('alt'),"
+        "          !!i.closest('.cell_output'), !!f,"
+        "          cap ? cap.innerText.trim() : '',"
         "          f ? f.id : ''];"
         "});"
     )
@@ -242,14 +251,15 @@ def test_figures_have_alt_text_captions_and_names(page, driver, base_url):
             problems.append(f"{src}: a figure without a name (id)")
     if problems and page in ALT_TEXT_PENDING:
         pytest.skip(
-            f"{page} is in ALT_TEXT_PENDING (tests/browser/test_pages.py): {len(problems)} figure "
-            f"problems left for the chapter's authors, e.g. {problems[0]}"
+            f"{page} is in ALT_TEXT_PENDING (tests/browser/test_pages.py): "
+            f"{len(problems)} figure problems left for the chapter's authors, "
+            f"e.g. {problems[0]}"
         )
     assert not problems, f"{page}: " + "; ".join(problems)
 
 
 def test_alt_text_allow_list_is_not_stale():
-    """A page leaves ALT_TEXT_PENDING once it is fixed; a listed page that no longer exists is a typo."""
+    """A listed page that does not exist is a typo (or a renamed chapter)."""
     stale = ALT_TEXT_PENDING - set(PAGES)
     assert not stale, f"ALT_TEXT_PENDING lists pages that do not exist: {stale}"
 
