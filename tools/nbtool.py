@@ -35,13 +35,14 @@ def colab_cell_source() -> str:
 _COLAB_CELL = """
 # Install lnbn_utils where it is missing (Colab, Kaggle, Binder, a downloaded copy),
 # keeping the torch already there. Published copies pin the commit that built the book.
+import os
+import sys  # noqa: F401  (later hidden cells may look for "google.colab" in it)
+
 REPO = ""  # the repository the book is published from (set in published copies)
 COMMIT = ""  # the commit that built the published page (set in published copies)
 try:
     import lnbn_utils  # noqa: F401
 except ImportError:
-    import os
-
     REPO = os.environ.get("LNBN_INSTALL_FROM") or REPO
     if not REPO:
         raise ImportError(

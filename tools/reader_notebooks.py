@@ -490,7 +490,8 @@ def export(
     shutil.rmtree(out_dir, ignore_errors=True)
     written, problems = [], []
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    for source in sorted((ROOT / "book").glob("*.ipynb")):
+    for name, _title in site_config.chapters():  # the notebooks the book builds
+        source = ROOT / name
         executed = executed_notebook(source, cache_dir)
         stores[f"{source.stem}.ipynb"] = glue_store(executed)
         page = f"book/{source.stem}.html"
