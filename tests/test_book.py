@@ -409,3 +409,17 @@ def test_every_bibliography_entry_links_somewhere():
         if not ({"doi", "url"} & {f.lower() for f in e.fields})
     ]
     assert not missing, f"bibliography entries without a DOI or URL: {missing}"
+
+
+def test_page_description_is_the_first_real_paragraph():
+    import book_ext
+    from docutils.core import publish_doctree
+
+    doctree = publish_doctree(
+        "Title\n=====\n\nShort.\n\n"
+        + "The article's first claim is tested here, with a control and an interval. "
+        * 5
+    )
+    desc = book_ext._description(doctree, limit=120)
+    assert desc.startswith("The article's first claim") and desc.endswith("…")
+    assert len(desc) <= 120
