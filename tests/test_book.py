@@ -221,6 +221,7 @@ class _Site:
     anchors = {
         "fig-ch1-x": ("book/01_x.html", "Fig. 3"),
         "sec-a": ("book/00_a.html", "A section"),
+        "equation-eq-1": ("book/00_a.html", "(2.1)"),
     }
 
     def url(self, page, anchor=""):
@@ -266,7 +267,7 @@ def test_reader_markdown_fills_glue_citations_and_references(tmp_path):
         "LayerNorm {cite:p}`ba2016layer` and {cite:t}`ioffe2015batch`; both "
         "{cite:p}`ba2016layer,ioffe2015batch`; {cite:t}`kaiser2099x`.\n"
         "See {doc}`00_two_norms`, {numref}`fig-ch1-x`, {ref}`the section <sec-a>`, "
-        "{math}`x^2`.\n\n"
+        "{math}`x^2`, {eq}`eq-1`.\n\n"
         ":::{note}\nA remark.\n:::\n\n$$\ny = x\n$$ (eq-1)\n"
     )
     assert reader_notebooks.check(
@@ -292,6 +293,7 @@ def test_reader_markdown_fills_glue_citations_and_references(tmp_path):
     )
     assert "[Fig. 3](https://octo.github.io/book/book/01_x.html#fig-ch1-x)" in out
     assert "[the section](https://octo.github.io/book/book/00_a.html#sec-a)" in out
+    assert "[(2.1)](https://octo.github.io/book/book/00_a.html#equation-eq-1)" in out
     assert "$x^2$" in out and "> **Note**" in out and "> A remark." in out
     assert "(sec-label)=" not in out and "(eq-1)" not in out
 

@@ -269,6 +269,9 @@ class Rewriter:
             return _link(text or self.site.title(page), self.site.url(page))
         if role in ("ref", "numref", "eq", "any"):
             found = self.site.anchors.get(target)
+            if found is None:  # a labelled $$ equation's id is "equation-<label>"
+                target = f"equation-{target}"
+                found = self.site.anchors.get(target)
             if not found:
                 raise KeyError(f"{self.page}: no anchor {target!r} in the built book")
             page, shown = found
