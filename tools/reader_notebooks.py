@@ -153,22 +153,23 @@ class Site:
                 continue
             text = page.read_text(errors="replace")
             for m in re.finditer(
-                r'<(figure|section|div|span|table)[^>]*\bid="([^"]+)"', text
+                r'<(figure|section|div|span|table)([^>]*)\bid="([^"]+)"', text
             ):
-                tag, ident = m.groups()
+                tag, attrs, ident = m.groups()
                 chunk = text[m.end() : m.end() + 4000]
+                heading = re.search(
+                    r"<h\d[^>]*>(.*?)<a class=\"headerlink\"", chunk, re.S
+                )
                 shown = ident
-                if tag == "figure" or tag == "table":
+                if tag in ("figure", "table"):
                     n = re.search(r'class="caption-number">([^<]+)<', chunk)
                     shown = n.group(1).strip() if n else ident
-                elif tag == "section":
-                    h = re.search(
-                        r"<h\d[^>]*>(.*?)<a class=\"headerlink\"", chunk, re.S
-                    )
-                    shown = re.sub(r"<[^>]+>", "", h.group(1)).strip() if h else ident
-                elif tag in ("div", "span"):
+                elif tag == "div" and "math" in attrs:  # a labelled equation
                     n = re.search(r'class="eqno">\(([^)]+)\)', chunk[:1500])
                     shown = f"({n.group(1)})" if n else ident
+                elif heading and (tag == "section" or heading.start() < 300):
+                    # a section, or a MyST label target (an empty span) just before one
+                    shown = re.sub(r"<[^>]+>", "", heading.group(1)).strip()
                 self.anchors.setdefault(ident, (rel, shown))
 
     def url(self, page: str, anchor: str = "") -> str:
