@@ -494,3 +494,46 @@ def test_progress_bar_on_stderr(capsys):
     lu.audit(tiny("layer"), ids(), properties=["batch"], trials=1, progress=True)
     err = capsys.readouterr().err
     assert "audit [" in err and err.rstrip().endswith("batch/eval")
+
+
+def test_json_is_strict_when_a_model_returns_nan(tmp_path, monkeypatch, capsys):
+    # regression: --json printed bare Infinity (not JSON) for a model returning nan,
+    # and the note blamed "randomness"; a factory that crashed exited 1, the same
+    # status as "a required property failed"
+    (tmp_path / "audit_bad_factories.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "class NanBN(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.bn = nn.BatchNorm1d(8)\n"
+        "    def forward(self, x):\n"
+        "        y = self.bn(x)\n"
+        "        return y / (y - y) if self.training else y\n"
+        "def nan():\n"
+        "    return NanBN(), torch.randn(4, 8)\n"
+        "def boom():\n"
+        "    raise KeyError('oops')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert A.main(["audit_bad_factories:nan", "--json", "--progress", "never"]) == 0
+
+    def strict(x: str) -> None:
+        raise ValueError(f"not JSON: {x}")
+
+    d = json.loads(capsys.readouterr().out, parse_constant=strict)
+    train = [c for c in d["checks"] if c["mode"] == "train"][0]
+    assert train["change"] == "inf" and train["verdict"] == "FAILS", train
+    assert "non-finite" in train["note"], train
+    with pytest.raises(SystemExit) as e:
+        A.main(["audit_bad_factories:boom"])
+    assert e.value.code == 2 and "KeyError: 'oops'" in capsys.readouterr().err
+
+
+def test_train_eval_uses_the_measured_floor():
+    # regression: train_eval had floor 0, so a float-rounding difference between the
+    # modes (nn.TransformerEncoderLayer's fast path in eval) read "below rtol"
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    c = lu.audit(layer, torch.randn(4, 8, 16)).get("train_eval", "train->eval")
+    assert c.holds and c.floor > 0, c
+    assert c.verdict in ("holds (exact 0)", "holds (float noise)"), c

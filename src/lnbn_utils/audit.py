@@ -41,6 +41,7 @@ import contextlib
 import copy
 import importlib
 import json
+import math
 import sys
 import types
 from dataclasses import asdict, dataclass, field
@@ -198,7 +199,10 @@ class AuditReport:
                 if c.property.startswith(prop) and mode in ("", c.mode)
             ]
             if not hits:
-                raise ValueError(f"expected a measured property, got {req!r}")
+                have = sorted({f"{c.property}:{c.mode}" for c in self.checks})
+                raise ValueError(
+                    f"expected a measured property (one of {have}), got {req!r}"
+                )
             out += [c for c in hits if not c.holds and c not in out]
         return out
 
@@ -224,10 +228,14 @@ class AuditReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (what ``--json`` prints)."""
+        """A JSON-ready dict (what ``--json`` prints); strict JSON: a non-finite
+        number (a model that returned inf or nan) is written as a string."""
         d = asdict(self)
         for c, dc in zip(self.checks, d["checks"]):
             dc["verdict"] = c.verdict
+            for k, v in dc.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    dc[k] = str(v)
         return d
 
 
@@ -602,6 +610,8 @@ def _float_floor(run: _Runner, inp: _Inputs) -> tuple[float, torch.dtype, str]:
         dt = out.dtype
         if not dt.is_floating_point:
             return 0.0, dt, "non-float output: floor not measured"
+        if not torch.isfinite(out).all():
+            return 0.0, dt, "non-finite outputs (inf or nan)"
         if _rel(run(inp, rng=1), out) > 0:
             return 0.0, dt, "random beyond dropout: floor not measured"
         ref_dt = torch.float32 if dt == torch.float64 else torch.float64
@@ -828,7 +838,7 @@ def audit(
     g = torch.Generator().manual_seed(seed)
     k = pad_length or max(1, x.shape[1] // 2 if x.dim() >= 2 else 1)
     checks: list[CheckResult] = []
-    used_rtol: dict[str, float] = {}
+    used_rtol: dict[str, Any] = {}
     with _preserved(model):
         for mode in modes:
             model.train(mode == "train")
@@ -837,7 +847,7 @@ def audit(
             )
         if "train_eval" in props:
             bar.label = "train_eval"
-            checks.append(_train_eval(run, inp, model, rtol))
+            checks.append(_train_eval(run, inp, model, rtol, used_rtol))
     bar.close()
     inventory = norm_inventory(model)
     settings = {
@@ -925,6 +935,7 @@ def _audit_mode(
     cap = FLOOR_CAP * ratio
     if used is not None:
         used["rtol"] = tol
+        used[f"floor/{mode}"] = (floor, fnote)
     if "batch" in props:
         bar.label = f"batch/{mode}"
         change, unctl = _check_batch(run, inp, B, trials, g)
@@ -958,25 +969,42 @@ def _audit_mode(
 
 
 def _train_eval(
-    run: _Runner, inp: _Inputs, model: nn.Module, rtol: Optional[float]
+    run: _Runner,
+    inp: _Inputs,
+    model: nn.Module,
+    rtol: Optional[float],
+    floors: Optional[dict] = None,
 ) -> CheckResult:
-    """Train-mode output (dropout off) vs eval-mode output on the same batch."""
+    """Train-mode output (dropout off) vs eval-mode output on the same batch.
+
+    The floor is the larger of the two modes' floors (reused from the mode checks,
+    measured here if a mode was not audited).
+    """
+    floors = {} if floors is None else floors
+    found = []
+    for mode in MODES:
+        model.train(mode == "train")
+        found.append(floors.get(f"floor/{mode}") or _float_floor(run, inp)[::2])
+    floor = max(f for f, _ in found)
+    fnote = "; ".join(dict.fromkeys(n for _, n in found if n))
     model.eval()
     ev = run(inp)
-    rtol = RTOL32 * _eps_ratio(ev.dtype) if rtol is None else rtol
+    ratio = _eps_ratio(ev.dtype)
+    tol = RTOL32 * ratio if rtol is None else rtol
     model.train()
     raw = _rel(run(inp), ev)
     with dropout_off(model):
         change = _rel(run(inp), ev)
-    return CheckResult(
+    note = "; ".join(filter(None, ["dropout off", fnote]))
+    return _judge(
         "train_eval",
         "train->eval",
         change,
-        0.0,
-        rtol,
-        change <= rtol,
+        floor,
+        tol,
+        FLOOR_CAP * ratio,
+        note=note,
         uncontrolled=raw,
-        note="dropout off",
     )
 
 
@@ -1096,7 +1124,7 @@ def _parser() -> argparse.ArgumentParser:
             "Audit a model for batch coupling, causal leakage, padding invariance and "
             "train/eval discrepancy, in train and eval mode, and list its norm layers. "
             "Exit status: 0 if every required property holds, 1 if one fails, "
-            "2 on bad usage."
+            "2 on bad usage or when the model cannot be built or run."
         ),
         epilog=(
             "examples:\n"
@@ -1284,6 +1312,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         failed = report.failures(a.require) if a.require else []
     except (ValueError, TypeError, ImportError, json.JSONDecodeError) as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
+    except Exception as e:  # noqa: BLE001 - a crash must not read as "a check failed"
+        p.exit(2, f"{p.prog}: error: {type(e).__name__}: {e}\n")
     print(json.dumps(report.to_dict(), indent=1) if a.json else report.table())
     if failed:
         names = ", ".join(f"{c.property}:{c.mode}" for c in failed)
