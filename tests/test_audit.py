@@ -537,3 +537,42 @@ def test_train_eval_uses_the_measured_floor():
     c = lu.audit(layer, torch.randn(4, 8, 16)).get("train_eval", "train->eval")
     assert c.holds and c.floor > 0, c
     assert c.verdict in ("holds (exact 0)", "holds (float noise)"), c
+
+
+class RealMaskPool(nn.Module):
+    """Per-token output plus a masked mean over real tokens; ``mask``: True = real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(16, 8)
+
+    def forward(self, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(idx)  # (B, T, C)
+        w = mask.to(h.dtype)[..., None]  # (B, T, 1)
+        pooled = (h * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+        return h + pooled
+
+
+def test_padding_convention_true_means_real():
+    x = ids()
+    real = lu.PaddingSpec("mask", pad_is=False, sides=("right", "left"))
+    r = lu.audit(
+        RealMaskPool(),
+        {"idx": x, "mask": torch.ones_like(x, dtype=torch.bool)},
+        padding=real,
+        properties=["padding"],
+        modes=["eval"],
+    )
+    assert all(c.holds for c in r.checks), r.checks
+    # the wrong convention (True = pad): the model is told its real tokens are pads
+    # (an empty mean, nan) and its pads are real (a mean over the pads): caught
+    wrong = lu.PaddingSpec("mask", pad_is=True)
+    r = lu.audit(
+        RealMaskPool(),
+        {"idx": x, "mask": torch.zeros_like(x, dtype=torch.bool)},
+        padding=wrong,
+        properties=["padding"],
+        modes=["eval"],
+    )
+    assert not r.get("padding:values", "eval").holds, r.checks
