@@ -771,7 +771,9 @@ def audit(
 
     Args:
         model: the module to audit; its parameters are not changed and its buffers
-            (running statistics) are restored afterwards.
+            (running statistics) are restored afterwards. The float floor runs a
+            float64 copy of it (a float32 copy for a float64 model): plan for the
+            extra memory.
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword
             inputs. Dim 0 of the *primary* input is the batch (B >= 2); for the causal
             and padding checks, dim 1 is the sequence. Use real-looking data: ids are
