@@ -576,3 +576,18 @@ def test_padding_convention_true_means_real():
         modes=["eval"],
     )
     assert not r.get("padding:values", "eval").holds, r.checks
+
+
+def test_coupling_into_the_last_example_only_is_found():
+    # regression: examples 0, 1, 2 were watched, so with B = 4 a model in which only
+    # the last example sees its partners (a running state across the batch) passed
+    class LastSeesAll(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.clone()
+            y[-1] = y[-1] + x[:-1].mean(0)
+            return y
+
+    c = lu.audit(LastSeesAll(), torch.randn(4, 8), properties=["batch"], trials=2).get(
+        "batch", "eval"
+    )
+    assert not c.holds, c
