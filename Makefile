@@ -24,6 +24,7 @@ $(STAMP): requirements.txt pyproject.toml
 # its download and Colab buttons serve. The execution cache is keyed on the notebooks' code,
 # src/lnbn_utils, the requirements and LNBN_SEED (tools/exec_cache.py, run by the build).
 book: setup
+	$(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build .
 	$(BIN)/python tools/reader_notebooks.py
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
@@ -74,7 +75,9 @@ test-seeds: setup
 	    -n $(JOBS) book --durations=0 || exit 1; \
 	done
 
+# tools/prefill_cache.py executes the notebooks into the build's cache on both cores first.
 test-build: setup
+	$(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
