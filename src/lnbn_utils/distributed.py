@@ -50,7 +50,9 @@ __all__ = [
 _ACTIVE_COUNTERS: list["CollectiveCounter"] = []
 
 
-@dataclass(eq=False)  # identity, not contents: nested counters must find themselves on exit
+@dataclass(
+    eq=False
+)  # identity, not contents: nested counters must find themselves on exit
 class CollectiveCounter:
     """Count all-reduce calls and payload bytes per tag while active (a context manager).
 
@@ -68,7 +70,9 @@ class CollectiveCounter:
     def record(self, tag: str, tensor: torch.Tensor) -> None:
         """Add one call of ``tensor``'s size under ``tag``."""
         self.calls[tag] = self.calls.get(tag, 0) + 1
-        self.bytes[tag] = self.bytes.get(tag, 0) + tensor.numel() * tensor.element_size()
+        self.bytes[tag] = (
+            self.bytes.get(tag, 0) + tensor.numel() * tensor.element_size()
+        )
 
     def total_calls(self, prefix: str = "") -> int:
         """Calls summed over the tags that start with ``prefix`` (all tags by default)."""
@@ -147,7 +151,11 @@ def sync_batch_stats(
     rows = torch.zeros(world, 2 * C + 1, dtype=x.dtype, device=x.device)
     rows = rows.index_put((torch.tensor([rank]),), mine[None])  # row r is ours
     gathered = _AllReduceSum.apply(rows, tag)  # (W, 2C + 1): every rank's row
-    n_all, mean_all, m2_all = gathered[:, :1].detach(), gathered[:, 1 : C + 1], gathered[:, C + 1 :]
+    n_all, mean_all, m2_all = (
+        gathered[:, :1].detach(),
+        gathered[:, 1 : C + 1],
+        gathered[:, C + 1 :],
+    )
     n = n_all.sum()
     mean = (n_all * mean_all).sum(0) / n
     var = (m2_all + n_all * (mean_all - mean).pow(2)).sum(0) / n
@@ -168,22 +176,36 @@ class SyncTokenBatchNorm(TokenBatchNorm):
     Shape: x (B, T, C) -> (B, T, C).
     """
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:  # type: ignore[override]
         check_norm_input(x, padding_mask, self.num_features)
         if not self.training and self.track_running_stats:
-            return super().forward(x, padding_mask)  # running statistics, no communication
+            return super().forward(
+                x, padding_mask
+            )  # running statistics, no communication
         mean, var, n = sync_batch_stats(x)
         if n < 2:
-            raise ValueError(f"expected at least 2 tokens over all ranks in training mode, got {int(n)}")
+            raise ValueError(
+                f"expected at least 2 tokens over all ranks in training mode, got {int(n)}"
+            )
         if self.training and self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1))
-        y = (x - mean) * torch.rsqrt(var + self.eps)  # (B, T, C), channels last: no transpose needed
+        y = (x - mean) * torch.rsqrt(
+            var + self.eps
+        )  # (B, T, C), channels last: no transpose needed
         return y * self.weight + self.bias if self.affine else y
 
     @torch.no_grad()
-    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+    def _update_running_stats(
+        self, mean: torch.Tensor, unbiased_var: torch.Tensor
+    ) -> None:
         self.num_batches_tracked += 1
-        m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        m = (
+            1.0 / float(self.num_batches_tracked)
+            if self.momentum is None
+            else self.momentum
+        )
         self.running_mean.lerp_(mean, m)
         self.running_var.lerp_(unbiased_var, m)
 
@@ -194,8 +216,12 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     Parameters and running statistics are copied. Returns ``module`` (or the
     replacement, when ``module`` itself is a ``TokenBatchNorm``).
     """
-    if isinstance(module, TokenBatchNorm) and not isinstance(module, SyncTokenBatchNorm):
-        sync = SyncTokenBatchNorm(module.num_features, eps=module.eps, momentum=module.momentum)
+    if isinstance(module, TokenBatchNorm) and not isinstance(
+        module, SyncTokenBatchNorm
+    ):
+        sync = SyncTokenBatchNorm(
+            module.num_features, eps=module.eps, momentum=module.momentum
+        )
         sync.load_state_dict(module.state_dict())
         return sync.train(module.training)
     for name, child in module.named_children():

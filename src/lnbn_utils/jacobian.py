@@ -8,6 +8,7 @@ positions to earlier ones. ``token_jacobian_rows`` computes a few rows of that g
 at batch sizes where the whole grid would not fit, and ``influence_summary`` turns
 rows into per-pair and per-partner influence relative to the token's own block.
 """
+
 from __future__ import annotations
 
 import copy
@@ -77,7 +78,9 @@ def token_jacobian_rows(
     x = x.detach().requires_grad_()
     y = fn(x)
     if y.dim() != 3 or y.shape[:2] != (B, T):
-        raise ValueError(f"expected fn to map (B, T, C) to (B, T, D), got {tuple(y.shape)}")
+        raise ValueError(
+            f"expected fn to map (B, T, C) to (B, T, D), got {tuple(y.shape)}"
+        )
     y = y.reshape(B * T, -1)  # (N, D)
     rows = torch.zeros(len(tokens), B * T)
     for k, i in enumerate(tokens):
@@ -119,6 +122,8 @@ def influence_summary(
         other, later = b != b[i], (b == b[i]) & (t > t[i])
         per_seq = torch.zeros(B).index_add_(0, b, rel.pow(2)).sqrt()  # (B,)
         out["per_pair"] += float(rel[other].mean()) if B > 1 else 0.0
-        out["partner"] += float(per_seq[torch.arange(B) != b[i]].mean()) if B > 1 else 0.0
+        out["partner"] += (
+            float(per_seq[torch.arange(B) != b[i]].mean()) if B > 1 else 0.0
+        )
         out["future_pair"] += float(rel[later].mean()) if bool(later.any()) else 0.0
     return {k: v / len(tokens) for k, v in out.items()}

@@ -269,7 +269,9 @@ def run_data_parallel(
         for r in range(world_size):
             with open(os.path.join(out_dir, f"rank{r}.json")) as f:
                 per_rank.append(json.load(f))
-    out: dict[str, Any] = {n: _summarize([pr[n] for pr in per_rank], steps, warmup) for n in norms}
+    out: dict[str, Any] = {
+        n: _summarize([pr[n] for pr in per_rank], steps, warmup) for n in norms
+    }
     if latency_reps:
         out["allreduce_s"] = per_rank[0]["allreduce_s"]
     return out
