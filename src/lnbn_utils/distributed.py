@@ -54,7 +54,7 @@ _ACTIVE_COUNTERS: list["CollectiveCounter"] = []
     eq=False
 )  # identity, not contents: nested counters must find themselves on exit
 class CollectiveCounter:
-    """Count all-reduce calls and payload bytes per tag while active (a context manager).
+    """Count all-reduce calls and payload bytes per tag while active; a context manager.
 
     Every ``all_reduce_counted(tensor, tag)`` issued inside ``with counter:`` adds one
     call and ``tensor.numel() * tensor.element_size()`` bytes to ``counter.calls[tag]``
@@ -75,11 +75,11 @@ class CollectiveCounter:
         )
 
     def total_calls(self, prefix: str = "") -> int:
-        """Calls summed over the tags that start with ``prefix`` (all tags by default)."""
+        """Calls summed over the tags starting with ``prefix`` (default: all tags)."""
         return sum(v for k, v in self.calls.items() if k.startswith(prefix))
 
     def total_bytes(self, prefix: str = "") -> int:
-        """Bytes summed over the tags that start with ``prefix`` (all tags by default)."""
+        """Bytes summed over the tags starting with ``prefix`` (default: all tags)."""
         return sum(v for k, v in self.bytes.items() if k.startswith(prefix))
 
     def __enter__(self) -> "CollectiveCounter":
@@ -95,7 +95,7 @@ def _world_size() -> int:
 
 
 def all_reduce_counted(tensor: torch.Tensor, tag: str = "other") -> torch.Tensor:
-    """Sum ``tensor`` in place over the default process group, recorded by every active counter.
+    """Sum ``tensor`` in place over all ranks; every active counter records it.
 
     Without an initialized process group (or with one process) the sum is the
     identity; the call is still recorded. Returns ``tensor``.
@@ -187,7 +187,7 @@ class SyncTokenBatchNorm(TokenBatchNorm):
         mean, var, n = sync_batch_stats(x)
         if n < 2:
             raise ValueError(
-                f"expected at least 2 tokens over all ranks in training mode, got {int(n)}"
+                f"expected at least 2 tokens over all ranks (training), got {int(n)}"
             )
         if self.training and self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1))
@@ -211,7 +211,7 @@ class SyncTokenBatchNorm(TokenBatchNorm):
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``TokenBatchNorm`` inside ``module`` by a ``SyncTokenBatchNorm``, in place.
+    """Replace every ``TokenBatchNorm`` by a ``SyncTokenBatchNorm``, in place.
 
     Parameters and running statistics are copied. Returns ``module`` (or the
     replacement, when ``module`` itself is a ``TokenBatchNorm``).

@@ -70,7 +70,7 @@ def _models(norm: str, cfg: dict) -> tuple[TinyTransformer, TinyTransformer]:
 def _dp_step(
     dp: TinyTransformer, x: torch.Tensor, y: torch.Tensor, world: int
 ) -> torch.Tensor:
-    """Forward and backward on this rank's shard, then average gradients (one bucket)."""
+    """Forward and backward on this rank's shard; average the gradients (one bucket)."""
     logits = dp(x)  # (B / W, T, V)
     F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
     grads = [p.grad for p in dp.parameters()]
