@@ -25,7 +25,7 @@ test: setup test-lib test-notebooks test-build
 # The formatter gate (ruff.toml: 88 columns). Paths join LINT_PATHS as they are converted.
 LINT_PATHS ?= src/lnbn_utils/stats.py src/lnbn_utils/findings.py book/_ext \
 	tests/test_stats.py tests/test_findings.py tests/test_glue_refs.py \
-	tests/test_evidence_ledger.py
+	tests/test_evidence_ledger.py src/lnbn_utils/audit.py tests/test_audit.py
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
