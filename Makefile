@@ -52,7 +52,9 @@ test: setup test-lib test-notebooks test-build
 LINT_PATHS ?= src/lnbn_utils/stats.py src/lnbn_utils/findings.py book/_ext \
 	tests/test_stats.py tests/test_findings.py tests/test_glue_refs.py \
 	tests/test_evidence_ledger.py src/lnbn_utils/audit.py tests/test_audit.py \
-	tools tests/test_book.py tests/browser/test_pages.py
+	tools tests/test_book.py tests/browser/test_pages.py \
+	src/lnbn_utils/parallel_experiment.py src/lnbn_utils/distributed.py \
+	tests/test_jacobian.py tests/test_distributed.py tests/test_parallel_experiment.py
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
