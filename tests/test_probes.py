@@ -1,4 +1,4 @@
-"""Tests for lnbn_utils.probes: PowerNorm's fluctuation, batch sampling, TID, its recorder and null."""
+"""Tests for lnbn_utils.probes: fluctuation, batch sampling, TID, recorder, null."""
 
 import copy
 
@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 import lnbn_utils as lu
 
-
-# --- PowerNorm's fluctuation -------------------------------------------------------------------------------
+# --- PowerNorm's fluctuation ----------------------------------------------------------
 
 
 def test_stat_distance_by_hand():
@@ -70,7 +69,7 @@ def test_powernorm_fluctuation_shrinks_like_one_over_sqrt_n_for_iid_batches():
     assert small / large == pytest.approx(8.0, rel=0.1)  # sqrt(1024 / 16)
 
 
-# --- sampling token batches ---------------------------------------------------------------------------------
+# --- sampling token batches -----------------------------------------------------------
 
 
 def test_sample_token_batches_contiguous_windows():
@@ -132,11 +131,12 @@ def test_sample_token_batches_rejects_non_matrix_features():
         lu.sample_token_batches(torch.zeros(10), 1, 2, torch.Generator())
 
 
-# --- TID -------------------------------------------------------------------------------------------------
+# --- TID ------------------------------------------------------------------------------
 
 
 def test_tid_by_hand():
-    # one channel: batch mean 1, std 2; running mean 0, std 4 -> mean-TID 1/2, std-TID |4/2 - 1| = 1
+    # one channel: batch mean 1, std 2; running mean 0, std 4
+    # -> mean-TID 1/2, std-TID |4/2 - 1| = 1
     m, s = lu.tid(
         torch.tensor([1.0]),
         torch.tensor([4.0]),
@@ -167,7 +167,7 @@ def test_tid_of_groups_is_the_mean_over_groups():
     assert lu.tid(mb, vb, mr, vr) == pytest.approx(tuple(per_group.mean(0).tolist()))
 
 
-# --- the i.i.d. null of TID ------------------------------------------------------------------
+# --- the i.i.d. null of TID -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape, group", [((1, 8), 8), ((8, 32), 256), ((8, 32), 8)])
@@ -186,7 +186,7 @@ def test_tid_null_shrinks_like_one_over_sqrt_n_for_large_batches():
 
 
 def test_std_tid_variance_convention_at_eight_tokens():
-    """The layer's own pair (biased batch var, unbiased running var) gives ~0.30 at n = 8."""
+    """The layer's own pair (biased batch var, unbiased running var): ~0.30 at n = 8."""
     g = torch.Generator().manual_seed(1)
     std_tid = lu.iid_tid(lu.TokenBatchNorm(64), (1, 8), steps=400, generator=g)[1]
     assert std_tid == pytest.approx(0.30, abs=0.02)
@@ -205,7 +205,7 @@ def test_tid_null_rejects_bad_arguments(args):
     seed=st.integers(0, 1000),
 )
 def test_tid_is_invariant_to_an_affine_change_of_units(scale, shift, seed):
-    """TID is measured in units of the batch std, so rescaling and shifting the channel changes nothing."""
+    """TID is in units of the batch std: an affine change of units changes nothing."""
     g = torch.Generator().manual_seed(seed)
     mb, mr = (
         torch.randn(6, generator=g, dtype=torch.float64),
@@ -222,7 +222,7 @@ def test_tid_is_invariant_to_an_affine_change_of_units(scale, shift, seed):
     assert moved == pytest.approx(ref, rel=1e-9, abs=1e-12)
 
 
-# --- batch statistics of a layer ------------------------------------------------------------------------------
+# --- batch statistics of a layer ------------------------------------------------------
 
 
 def test_batch_stats_of_book_norms_and_plain_batchnorm():
@@ -250,11 +250,11 @@ def test_batch_stats_of_masked_batchnorm_skips_pads():
     torch.testing.assert_close(var, real.var(0, unbiased=False))
 
 
-# --- TIDRecorder -------------------------------------------------------------------------------------------
+# --- TIDRecorder ----------------------------------------------------------------------
 
 
 class TwoNorms(nn.Module):
-    """A toy model: a linear map and two BN-like layers, called with the book's norm signature."""
+    """A toy model: a linear map and two BN-like layers, with the norm signature."""
 
     def __init__(self, kind: str, C: int = 4) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Probes of batch statistics: how much they fluctuate, and how far training drifts from inference.
+"""Probes of batch statistics: how they fluctuate, how training drifts from inference.
 
 Two measures from the literature on why BatchNorm struggles in Transformers:
 
@@ -6,7 +6,8 @@ Two measures from the literature on why BatchNorm struggles in Transformers:
   statistics and reference (running or population) statistics,
   (1/C)·||mu_B - mu|| and (1/C)·||sigma_B^2 - sigma^2||.
 * The Training-Inference Discrepancy, TID (Wang, Wu & Huang, 2022), per BN layer:
-  mean-TID = mean_c |mu_run - mu_B| / sigma_B and std-TID = mean_c |sigma_run / sigma_B - 1|,
+  mean-TID = mean_c |mu_run - mu_B| / sigma_B and
+  std-TID = mean_c |sigma_run / sigma_B - 1|,
   i.e. how different the statistics used in training (the batch's) are from the
   ones used at inference (the running averages), in units of the batch's std.
 
@@ -45,7 +46,9 @@ def stat_distance(
     mean: torch.Tensor,
     var: torch.Tensor,
 ) -> tuple[float, float]:
-    """PowerNorm's distance (Shen et al., 2020): ((1/C)·||mu_B - mu||, (1/C)·||var_B - var||).
+    """PowerNorm's distance (Shen et al., 2020).
+
+    Returns ((1/C)·||mu_B - mu||, (1/C)·||var_B - var||).
 
     Shape: all four arguments (C,).
     """
@@ -61,21 +64,23 @@ def stat_distance(
 def powernorm_fluctuation(
     batches: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
 ) -> tuple[float, float]:
-    """Mean over K batches of ``stat_distance`` between each batch's statistics and (mean, var).
+    """Mean over K batches of ``stat_distance`` from batch statistics to (mean, var).
 
-    Each batch's statistics are its per-channel mean and biased variance over its N tokens.
+    A batch's statistics are its per-channel mean and biased variance over its N tokens.
 
     Shape: batches (K, N, C); mean, var (C,).
     Returns: (mean distance, variance distance), averaged over the K batches.
     """
     if batches.dim() != 3 or batches.shape[1] < 2:
         raise ValueError(
-            f"expected batches of shape (K, N, C) with N >= 2, got {tuple(batches.shape)}"
+            "expected batches of shape (K, N, C) with N >= 2, "
+            f"got {tuple(batches.shape)}"
         )
     C = batches.shape[-1]
     if mean.shape != (C,) or var.shape != (C,):
         raise ValueError(
-            f"expected mean and var of shape ({C},), got {tuple(mean.shape)} and {tuple(var.shape)}"
+            f"expected mean and var of shape ({C},), "
+            f"got {tuple(mean.shape)} and {tuple(var.shape)}"
         )
     mu_b = batches.mean(dim=1)  # (K, C)
     var_b = batches.var(dim=1, unbiased=False)  # (K, C)
@@ -91,7 +96,7 @@ def sample_token_batches(
     generator: torch.Generator,
     window: Optional[int] = None,
 ) -> torch.Tensor:
-    """Draw batches of token features from a sequence, as contiguous windows or i.i.d. tokens.
+    """Draw batches of token features: contiguous windows, or i.i.d. tokens.
 
     Args:
         features: (L, C), one feature vector per position of a token stream.
@@ -110,7 +115,8 @@ def sample_token_batches(
         )
     if n_batches < 1 or tokens_per_batch < 1:
         raise ValueError(
-            f"expected n_batches >= 1 and tokens_per_batch >= 1, got {n_batches}, {tokens_per_batch}"
+            "expected n_batches >= 1 and tokens_per_batch >= 1, "
+            f"got {n_batches}, {tokens_per_batch}"
         )
     L = features.shape[0]
     if window is None:
@@ -120,7 +126,8 @@ def sample_token_batches(
         return features[idx]
     if window < 1 or (tokens_per_batch > window and tokens_per_batch % window):
         raise ValueError(
-            f"expected tokens_per_batch <= window or a multiple of it, got {tokens_per_batch} and window={window}"
+            "expected tokens_per_batch <= window or a multiple of it, "
+            f"got {tokens_per_batch} and window={window}"
         )
     T = min(window, tokens_per_batch)
     if T > L:
@@ -143,7 +150,8 @@ def tid(
     """Training-Inference Discrepancy of one BN layer (Wang, Wu & Huang, 2022).
 
     With sigma_B = sqrt(var_B + eps) and sigma_run = sqrt(var_run + eps):
-    mean-TID = mean_c |mu_run - mu_B| / sigma_B, std-TID = mean_c |sigma_run / sigma_B - 1|.
+    mean-TID = mean_c |mu_run - mu_B| / sigma_B,
+    std-TID = mean_c |sigma_run / sigma_B - 1|.
 
     Variance convention: var_B is the biased variance a BN layer normalizes with in
     training, var_run the running variance it uses at inference (PyTorch keeps an
@@ -179,23 +187,26 @@ def tid(
 
 
 def tid_null(group: int, n_tokens: int, momentum: float = 0.1) -> float:
-    """Mean-TID of i.i.d. Gaussian tokens: the value TID takes from sampling noise alone.
+    """Mean-TID of i.i.d. Gaussian tokens: what TID is from sampling noise alone.
 
     A layer normalizes groups of ``group`` tokens (the whole batch, a ghost batch, a
     position) and updates its running mean once per step with momentum m from all
     ``n_tokens`` tokens of the step. For i.i.d. N(mu, sigma^2) tokens the running mean
     (an exponential average of past steps, independent of this step) has variance
-    m / (2 - m) * sigma^2 / n_tokens in the steady state, the group mean sigma^2 / group,
-    and the biased group std is independent of both, so
+    m / (2 - m) * sigma^2 / n_tokens in the steady state, the group mean
+    sigma^2 / group, and the biased group std is independent of both, so
 
-        mean-TID = sqrt(2 / pi) * sqrt(1 / group + m / ((2 - m) n_tokens)) * E[sigma / sigma_B],
-        E[sigma / sigma_B] = sqrt(group / 2) * Gamma((group - 2) / 2) / Gamma((group - 1) / 2).
+        mean-TID = sqrt(2 / pi) * sqrt(1 / group + m / ((2 - m) n_tokens))
+                   * E[sigma / sigma_B],
+        E[sigma / sigma_B] = sqrt(group / 2) * Gamma((group - 2) / 2)
+                             / Gamma((group - 1) / 2).
 
     Needs group >= 3 (E[1 / sigma_B] is infinite for 2 tokens); eps is neglected.
     """
     if group < 3 or n_tokens < group or not 0 < momentum <= 1:
         raise ValueError(
-            f"expected 3 <= group <= n_tokens and 0 < momentum <= 1, got group={group}, "
+            "expected 3 <= group <= n_tokens and 0 < momentum <= 1, "
+            f"got group={group}, "
             f"n_tokens={n_tokens}, momentum={momentum}"
         )
     spread = math.sqrt(1 / group + momentum / ((2 - momentum) * n_tokens))
@@ -238,7 +249,7 @@ def iid_tid(
 def batch_stats_of(
     module: nn.Module, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-channel mean and biased variance that ``module`` normalizes ``x`` with in training.
+    """The per-channel mean and biased variance ``module`` normalizes ``x`` with.
 
     Uses ``module.batch_stats(x, padding_mask)`` when the layer defines it (e.g.
     ``MaskedBatchNorm``: real tokens only; a layer with G normalization groups, such as
@@ -288,7 +299,8 @@ class TIDRecorder:
         }
         if not self.layers:
             raise ValueError(
-                "expected a model with at least one layer with running_mean/running_var buffers, got none"
+                "expected a model with at least one layer with "
+                "running_mean/running_var buffers, got none"
             )
         self.mean_tid: dict[str, list[float]] = {name: [] for name in self.layers}
         self.std_tid: dict[str, list[float]] = {name: [] for name in self.layers}
@@ -312,7 +324,7 @@ class TIDRecorder:
         return hook
 
     def attach(self) -> "TIDRecorder":
-        """Register the hooks (``with TIDRecorder(model) as rec:`` does this for you)."""
+        """Register the hooks (``with TIDRecorder(model) as rec:`` does this)."""
         if not self._handles:
             self._handles = [
                 m.register_forward_pre_hook(self._hook(name), with_kwargs=True)
@@ -333,7 +345,7 @@ class TIDRecorder:
         self.detach()
 
     def as_tensor(self, which: str = "mean") -> torch.Tensor:
-        """The recorded TID as a (n_layers, n_steps) tensor; ``which`` is "mean" or "std"."""
+        """The recorded TID, (n_layers, n_steps); ``which``: "mean" or "std"."""
         if which not in ("mean", "std"):
             raise ValueError(f"expected which='mean' or 'std', got {which!r}")
         series = self.mean_tid if which == "mean" else self.std_tid
