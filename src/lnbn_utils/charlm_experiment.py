@@ -363,7 +363,8 @@ class StabilityResult:
 
     ``val_loss`` is the eval-mode validation loss in nats/char (inf when training
     diverged); ``diverged``: the training loss became non-finite; ``failed``: diverged,
-    or ended no better than the character-frequency (unigram) baseline.
+    or ended no better than ``baseline``, the character-frequency (unigram) loss on the
+    same validation windows.
     """
 
     norm: str
@@ -372,6 +373,7 @@ class StabilityResult:
     val_loss: float
     diverged: bool
     failed: bool
+    baseline: float
     train_loss: list[float] = field(repr=False, default_factory=list)
 
 
@@ -427,7 +429,9 @@ def stability_run(
     if not math.isfinite(val_loss):
         diverged, val_loss = True, math.inf
     failed = diverged or val_loss >= baseline
-    return StabilityResult(norm, lr, seed, val_loss, diverged, failed, hist.train_loss)
+    return StabilityResult(
+        norm, lr, seed, val_loss, diverged, failed, baseline, hist.train_loss
+    )
 
 
 def stability_sweep(
