@@ -351,7 +351,7 @@ class StabilitySetup:
     n_head: int = 2
     batch_size: int = 8  # windows per step
     block_size: int = 16  # characters per window: 128 tokens per step
-    steps: int = 100
+    steps: int = 80
     warmup_steps: int = 10
     n_val_batches: int = 16  # 2,048 validation tokens, eval mode
     norm_position: str = "pre"
@@ -362,7 +362,8 @@ class StabilityResult:
     """One run of ``stability_run``.
 
     ``val_loss`` is the eval-mode validation loss in nats/char (inf when training
-    diverged); ``diverged``: the training loss became non-finite; ``failed``: diverged,
+    became non-finite); ``diverged``: training became non-finite or ended worse than
+    the uniform prediction it starts from (log V nats/char); ``failed``: diverged,
     or ended no better than ``baseline``, the character-frequency (unigram) loss on the
     same validation windows.
     """
@@ -424,10 +425,12 @@ def stability_run(
         lr=lr,
         warmup_steps=s.warmup_steps,
     )
-    diverged = len(hist.train_loss) < s.steps or not math.isfinite(hist.train_loss[-1])
-    val_loss = math.inf if diverged else float(token_losses(model, val).mean())
-    if not math.isfinite(val_loss):
-        diverged, val_loss = True, math.inf
+    val_loss = math.inf
+    if len(hist.train_loss) == s.steps and math.isfinite(hist.train_loss[-1]):
+        val_loss = float(token_losses(model, val).mean())
+    # diverged: non-finite, or ended worse than the uniform guess it started from
+    diverged = not val_loss <= math.log(corpus.vocab_size)
+    val_loss = val_loss if math.isfinite(val_loss) else math.inf
     failed = diverged or val_loss >= baseline
     return StabilityResult(
         norm, lr, seed, val_loss, diverged, failed, baseline, hist.train_loss
