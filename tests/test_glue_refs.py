@@ -19,7 +19,6 @@ LITERAL = re.compile(r"""^["'](\w+)["']$""")
 PENDING = {
     "00_two_norms.ipynb",
     "02_variable_length.ipynb",
-    "03_training_stability.ipynb",
     "04_memory_and_compute.ipynb",
     "05_beyond_layernorm.ipynb",
 }
