@@ -70,7 +70,8 @@ def apply_rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     T, hs = x.shape[-2], x.shape[-1]
     if hs % 2:
         raise ValueError(f"expected an even head size for rotary positions, got {hs}")
-    inv_freq = base ** (-torch.arange(0, hs, 2, dtype=torch.float32, device=x.device) / hs)
+    i = torch.arange(0, hs, 2, dtype=torch.float32, device=x.device)  # (hs/2,)
+    inv_freq = base ** (-i / hs)  # one frequency per channel pair
     angle = torch.arange(T, dtype=torch.float32, device=x.device)[:, None] * inv_freq
     cos, sin = angle.cos().repeat(1, 2), angle.sin().repeat(1, 2)  # (T, hs) each
     x1, x2 = x[..., : hs // 2], x[..., hs // 2 :]
