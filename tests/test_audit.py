@@ -110,7 +110,34 @@ def test_float_floor_is_measured_and_reported():
     assert 0 <= c.floor < 1e-5 and c.tol == max(1e-5, 10 * c.floor), c
 
 
-def test_order_dependent_coupling_is_caught_by_the_floor():
+class Mix(nn.Module):
+    """Example i gets ``w`` times a batch-wide term: coupling of known, tiny size."""
+
+    def __init__(self, w: float, how: str) -> None:
+        super().__init__()
+        self.w, self.how = w, how
+        torch.manual_seed(0)
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        other = h.flip(0) if self.how == "flip" else h.mean(0, keepdim=True)
+        return h + self.w * other
+
+
+@pytest.mark.parametrize("w", [1e-3, 1e-4, 3e-5])
+def test_small_order_dependent_coupling_is_not_absorbed_by_the_floor(w):
+    # regression: the floor used to be "move the example one slot" (a batch roll),
+    # which an order-dependent model's own coupling inflates: with w = 1e-4 the
+    # floor was 8e-5, the tolerance 8e-4, and a real coupling passed as float noise.
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    c = lu.audit(Mix(w, "flip"), x, properties=["batch"], modes=["eval"]).get(
+        "batch", "eval"
+    )
+    assert not c.holds and c.floor < 1e-6, c
+
+
+def test_mirror_model_fails():
     class Mirror(nn.Module):  # example i sees example B-1-i: depends on batch order
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + x.flip(0)
@@ -118,7 +145,111 @@ def test_order_dependent_coupling_is_caught_by_the_floor():
     c = lu.audit(Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]).get(
         "batch", "eval"
     )
-    assert not c.holds and c.floor > 1e-3, c
+    assert not c.holds and c.change > 0.1, c
+
+
+def test_float64_model_tiny_coupling_fails_and_float32_label_is_honest():
+    # regression: rtol was 1e-5 whatever the dtype, so a float64 model whose outputs
+    # move by 1e-6 with their partners (1e10 x its rounding) "held (float noise)".
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    c64 = lu.audit(
+        Mix(1e-6, "mean").double(), x.double(), properties=["batch"], modes=["eval"]
+    ).get("batch", "eval")
+    assert not c64.holds and c64.floor < 1e-14 and c64.tol < 1e-13, c64
+    # float32: a 1e-5 mix is above the floor but may sit under rtol; if it holds,
+    # the verdict must not call it float noise
+    for w in (1e-5, 1e-6):
+        c32 = lu.audit(
+            Mix(w, "mean"), x, properties=["batch"], modes=["eval"], rtol=1e-4
+        ).get("batch", "eval")
+        assert c32.holds, c32
+        noise = c32.change <= 10 * c32.floor
+        assert c32.verdict == ("holds (float noise)" if noise else "holds (below rtol)")
+    big = lu.audit(Mix(1e-5, "mean"), x, properties=["batch"], rtol=1e-4)
+    assert big.get("batch", "eval").verdict == "holds (below rtol)", big.checks
+
+
+def test_random_layers_besides_dropout():
+    # regression: noise drawn in forward (torch.randn_like) made the roll floor 0.6,
+    # above its cap, so a model with no coupling at all FAILED the batch check.
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.lin(x)
+            return h + 0.1 * torch.randn_like(h) if self.training else h
+
+    x = torch.randn(4, 8)
+    c = lu.audit(Noisy(), x, properties=["batch"]).get("batch", "train")
+    assert c.holds and c.change == 0 and c.uncontrolled > 0.01, c
+    assert "random beyond dropout" in c.note, c
+    # nn.RReLU draws one slope per negative entry, in order: the draws an example gets
+    # depend on its partners' signs, so its output does move with them (a real
+    # dependence, via the random stream); the note says why
+    rrelu = nn.Sequential(nn.Linear(8, 8), nn.RReLU(), nn.Linear(8, 8))
+    c = lu.audit(rrelu, x, properties=["batch"]).get("batch", "train")
+    assert "random beyond dropout" in c.note, c
+    assert lu.audit(rrelu, x, properties=["batch"]).get("batch", "eval").change == 0
+
+
+def test_per_example_norms_and_huge_batch_norm():
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for norm in (nn.GroupNorm(2, 8), nn.InstanceNorm2d(8, affine=True)):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), norm)
+        r = lu.audit(model, x, properties=["batch"])
+        assert all(c.holds and c.change == 0 for c in r.checks), r.checks
+    bn = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))  # 1/sqrt(B) still ~ 1e-2
+    big = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0))
+    c = lu.audit(bn, big, properties=["batch"], trials=1).get("batch", "train")
+    assert not c.holds and c.change > 100 * c.tol, c
+    c2 = lu.audit(bn, big[:2], properties=["batch"]).get("batch", "train")
+    assert not c2.holds, c2  # the smallest batch the audit accepts
+
+
+def test_causal_leak_between_neighbours_is_always_found():
+    # regression: 3 random cut points found a leak from position T-1 to T-2 in 4 of 20
+    # seeds; every cut point is now tried
+    class LeakOne(nn.Module):
+        is_causal = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(16, 8)
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            h = self.emb(idx).cumsum(1)  # (B, T, C), causal
+            leak = torch.zeros_like(h)
+            leak[:, -2] = self.emb(idx[:, -1])  # position T-2 reads position T-1
+            return h + leak
+
+    for seed in range(5):
+        r = lu.audit(
+            LeakOne(), ids(T=16), properties=["causal"], modes=["eval"], seed=seed
+        )
+        assert not r.get("causal", "eval").holds, seed
+
+
+def test_outputs_as_tuple_dict_with_a_scalar_loss_first():
+    # regression: a tuple (loss, output) made the audit index a 0-dim tensor
+    class Tup(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(8)
+
+        def forward(self, x: torch.Tensor) -> tuple:
+            y = self.bn(x)
+            return y.square().mean(), y
+
+    class Dct(Tup):
+        def forward(self, x: torch.Tensor) -> dict:
+            y = self.bn(x)
+            return {"loss": y.square().mean(), "embeddings": y}
+
+    for model in (Tup(), Dct()):
+        r = lu.audit(model, torch.randn(4, 8), properties=["batch"])
+        assert not r.get("batch", "train").holds and r.get("batch", "eval").holds
 
 
 def test_audit_restores_running_stats_and_modes():
@@ -363,3 +494,100 @@ def test_progress_bar_on_stderr(capsys):
     lu.audit(tiny("layer"), ids(), properties=["batch"], trials=1, progress=True)
     err = capsys.readouterr().err
     assert "audit [" in err and err.rstrip().endswith("batch/eval")
+
+
+def test_json_is_strict_when_a_model_returns_nan(tmp_path, monkeypatch, capsys):
+    # regression: --json printed bare Infinity (not JSON) for a model returning nan,
+    # and the note blamed "randomness"; a factory that crashed exited 1, the same
+    # status as "a required property failed"
+    (tmp_path / "audit_bad_factories.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "class NanBN(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.bn = nn.BatchNorm1d(8)\n"
+        "    def forward(self, x):\n"
+        "        y = self.bn(x)\n"
+        "        return y / (y - y) if self.training else y\n"
+        "def nan():\n"
+        "    return NanBN(), torch.randn(4, 8)\n"
+        "def boom():\n"
+        "    raise KeyError('oops')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert A.main(["audit_bad_factories:nan", "--json", "--progress", "never"]) == 0
+
+    def strict(x: str) -> None:
+        raise ValueError(f"not JSON: {x}")
+
+    d = json.loads(capsys.readouterr().out, parse_constant=strict)
+    train = [c for c in d["checks"] if c["mode"] == "train"][0]
+    assert train["change"] == "inf" and train["verdict"] == "FAILS", train
+    assert "non-finite" in train["note"], train
+    with pytest.raises(SystemExit) as e:
+        A.main(["audit_bad_factories:boom"])
+    assert e.value.code == 2 and "KeyError: 'oops'" in capsys.readouterr().err
+
+
+def test_train_eval_uses_the_measured_floor():
+    # regression: train_eval had floor 0, so a float-rounding difference between the
+    # modes (nn.TransformerEncoderLayer's fast path in eval) read "below rtol"
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    c = lu.audit(layer, torch.randn(4, 8, 16)).get("train_eval", "train->eval")
+    assert c.holds and c.floor > 0, c
+    assert c.verdict in ("holds (exact 0)", "holds (float noise)"), c
+
+
+class RealMaskPool(nn.Module):
+    """Per-token output plus a masked mean over real tokens; ``mask``: True = real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(16, 8)
+
+    def forward(self, idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(idx)  # (B, T, C)
+        w = mask.to(h.dtype)[..., None]  # (B, T, 1)
+        pooled = (h * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)
+        return h + pooled
+
+
+def test_padding_convention_true_means_real():
+    x = ids()
+    real = lu.PaddingSpec("mask", pad_is=False, sides=("right", "left"))
+    r = lu.audit(
+        RealMaskPool(),
+        {"idx": x, "mask": torch.ones_like(x, dtype=torch.bool)},
+        padding=real,
+        properties=["padding"],
+        modes=["eval"],
+    )
+    assert all(c.holds for c in r.checks), r.checks
+    # the wrong convention (True = pad): the model is told its real tokens are pads
+    # (an empty mean, nan) and its pads are real (a mean over the pads): caught
+    wrong = lu.PaddingSpec("mask", pad_is=True)
+    r = lu.audit(
+        RealMaskPool(),
+        {"idx": x, "mask": torch.zeros_like(x, dtype=torch.bool)},
+        padding=wrong,
+        properties=["padding"],
+        modes=["eval"],
+    )
+    assert not r.get("padding:values", "eval").holds, r.checks
+
+
+def test_coupling_into_the_last_example_only_is_found():
+    # regression: examples 0, 1, 2 were watched, so with B = 4 a model in which only
+    # the last example sees its partners (a running state across the batch) passed
+    class LastSeesAll(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.clone()
+            y[-1] = y[-1] + x[:-1].mean(0)
+            return y
+
+    c = lu.audit(LastSeesAll(), torch.randn(4, 8), properties=["batch"], trials=2).get(
+        "batch", "eval"
+    )
+    assert not c.holds, c

@@ -24,9 +24,11 @@ Every verdict comes from perturbation tests on the example batch you give:
 
 Coupling is told apart from randomness: both forwards of a comparison run from the same
 random state, so dropout draws the same masks (``uncontrolled`` reports the change
-without that control). Float noise is measured, not assumed: the *floor* is how much an
-example's output moves when only its place in the batch changes (same partners, rolled
-order), which no batch-permutation-equivariant model should notice beyond rounding.
+without that control). Float noise is measured, not assumed: the *floor* is the relative
+rounding error of the model's forward on the example batch, measured against a float64
+copy of the model on the same batch (dropout off). It never changes the batch, so it
+cannot absorb coupling (an earlier floor, "move the example to another slot", did: a
+model that mixes in the mirrored example with weight 1e-4 passed as float noise).
 
 ``transformers`` is optional (``pip install 'lnbn_utils[audit]'``); it is imported only
 to build a model from a Hugging Face config name.
@@ -36,8 +38,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib
 import json
+import math
 import sys
 import types
 from dataclasses import asdict, dataclass, field
@@ -143,10 +147,20 @@ class CheckResult:
 
     @property
     def verdict(self) -> str:
-        """A short word for the table."""
-        if self.holds:
-            return "holds (exact 0)" if self.change == 0 else "holds (float noise)"
-        return "FAILS"
+        """A short word for the table.
+
+        "float noise" only when the change is within 10x the measured floor; a change
+        above that but under ``rtol`` is real but tolerated: "below rtol".
+        """
+        if not self.holds:
+            return "FAILS"
+        if self.change == 0:
+            return "holds (exact 0)"
+        return (
+            "holds (float noise)"
+            if self.change <= 10 * self.floor
+            else ("holds (below rtol)")
+        )
 
 
 @dataclass
@@ -185,7 +199,10 @@ class AuditReport:
                 if c.property.startswith(prop) and mode in ("", c.mode)
             ]
             if not hits:
-                raise ValueError(f"expected a measured property, got {req!r}")
+                have = sorted({f"{c.property}:{c.mode}" for c in self.checks})
+                raise ValueError(
+                    f"expected a measured property (one of {have}), got {req!r}"
+                )
             out += [c for c in hits if not c.holds and c not in out]
         return out
 
@@ -211,10 +228,14 @@ class AuditReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict (what ``--json`` prints)."""
+        """A JSON-ready dict (what ``--json`` prints); strict JSON: a non-finite
+        number (a model that returned inf or nan) is written as a string."""
         d = asdict(self)
         for c, dc in zip(self.checks, d["checks"]):
             dc["verdict"] = c.verdict
+            for k, v in dc.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    dc[k] = str(v)
         return d
 
 
@@ -283,8 +304,9 @@ class _Inputs:
         )
 
 
-def _output(out: Any) -> torch.Tensor:
-    """The tensor to compare: ``logits``, ``last_hidden_state``, or the first tensor."""
+def _output(out: Any, B: Optional[int] = None) -> torch.Tensor:
+    """The tensor to compare: ``logits``, ``last_hidden_state``, else the first tensor
+    whose dim 0 is the batch ``B`` (a scalar loss returned first is skipped)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, Mapping):
@@ -293,9 +315,10 @@ def _output(out: Any) -> torch.Tensor:
                 return out[key]
         out = list(out.values())
     if isinstance(out, (tuple, list)):
-        for v in out:
-            if isinstance(v, torch.Tensor):
-                return v
+        tensors = [v for v in out if isinstance(v, torch.Tensor)]
+        batched = [v for v in tensors if v.dim() and (B is None or len(v) == B)]
+        if batched or tensors:
+            return (batched or tensors)[0]
     raise TypeError(
         "expected the model to return a tensor, a tuple or a dict of tensors, "
         f"got {type(out).__name__}"
@@ -371,14 +394,19 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
 class _Runner:
     """Calls the model under a fixed random state; counts forwards for the progress."""
 
-    def __init__(self, model: nn.Module, seed: int, progress: "_Progress") -> None:
-        self.model, self.seed, self.progress = model, seed, progress
+    def __init__(
+        self, model: nn.Module, seed: int, progress: "_Progress", B: int
+    ) -> None:
+        self.model, self.seed, self.progress, self.B = model, seed, progress, B
 
-    def __call__(self, inp: _Inputs, rng: int = 0) -> torch.Tensor:
+    def __call__(
+        self, inp: _Inputs, rng: int = 0, model: Optional[nn.Module] = None
+    ) -> torch.Tensor:
+        model = self.model if model is None else model
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(self.seed + 7919 * rng)
             try:
-                out = _output(self.model(*inp.args, **inp.kwargs))
+                out = _output(model(*inp.args, **inp.kwargs), self.B)
             except (TypeError, ValueError, RuntimeError, IndexError) as e:
                 raise ValueError(
                     f"expected the model to accept the audit's inputs "
@@ -510,28 +538,47 @@ def _is_causal(model: nn.Module) -> bool:
     return any(getattr(m, "is_causal", None) is True for m in model.modules())
 
 
-FLOOR_CAP = (
-    1e-3  # a "floor" above this is not rounding: the output depends on batch order
-)
+FLOOR_CAP = 1e-3  # a float32 "floor" above this is not rounding (scaled by the eps)
+RTOL32 = 1e-5  # default rtol for float32 outputs, scaled by the eps for other dtypes
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def _eps_ratio(dtype: torch.dtype) -> float:
+    """The output dtype's machine epsilon over float32's (1 for non-float outputs)."""
+    return torch.finfo(dtype).eps / EPS32 if dtype.is_floating_point else 1.0
 
 
 def _judge(
-    prop: str, mode: str, change: float, floor: float, rtol: float, **kw: Any
+    prop: str,
+    mode: str,
+    change: float,
+    floor: float,
+    rtol: float,
+    cap: float,
+    note: str = "",
+    **kw: Any,
 ) -> CheckResult:
     tol = max(rtol, 10 * floor)
-    return CheckResult(
-        prop, mode, change, floor, tol, change <= tol and floor <= FLOOR_CAP, **kw
-    )
+    holds = change <= tol and floor <= cap
+    if floor > cap:
+        note = "; ".join(filter(None, [note, "floor above its cap: not rounding"]))
+    return CheckResult(prop, mode, change, floor, tol, holds, note=note, **kw)
 
 
 def _check_batch(
     run: _Runner, inp: _Inputs, B: int, trials: int, g: torch.Generator
-) -> tuple[float, float, float]:
-    """(max change, floor, max change without RNG control) of one example's output."""
+) -> tuple[float, float]:
+    """(max change, max change without RNG control) of one example's output.
+
+    The examples watched are taken from both ends of the batch (0, B-1, 1, ...), so
+    two trials already see a coupling that reaches only the last example (a cumulative
+    sum over the batch) or only the first.
+    """
     base = run(inp)
-    changes, floors, unctl = [], [], []
+    changes, unctl = [], []
+    ends = [j for k in range((B + 1) // 2) for j in dict.fromkeys((k, B - 1 - k))]
     for t in range(trials):
-        i = t % B
+        i = ends[t % B]  # 0, B-1, 1, B-2, ...: both ends of the batch come first
         x = inp.get()
         others = torch.arange(B, device=x.device) != i
         y = x.clone()
@@ -539,24 +586,70 @@ def _check_batch(
         out = run(inp.replace(y))
         changes.append(_rel(out[i], base[i]))
         unctl.append(_rel(run(inp.replace(y), rng=t + 1)[i], base[i]))
-        floors.append(_float_floor(run, inp, B, i))
-    return max(changes), max(floors), max(unctl)
+    return max(changes), max(unctl)
 
 
-def _float_floor(run: _Runner, inp: _Inputs, B: int, i: int) -> float:
-    """How much example i moves when only its slot changes (same partners, rolled).
+def _cast(inp: _Inputs, dtype: torch.dtype) -> _Inputs:
+    """The inputs with every floating-point tensor cast to ``dtype``."""
+    f = lambda v: (  # noqa: E731
+        v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+    )
+    return _Inputs(
+        [f(a) for a in inp.args], {k: f(v) for k, v in inp.kwargs.items()}, inp.primary
+    )
 
-    Dropout is off for this comparison: a dropout mask is drawn per slot, so moving an
-    example would change its mask.
+
+def _float_floor(run: _Runner, inp: _Inputs) -> tuple[float, torch.dtype, str]:
+    """(floor, output dtype, note): the forward's relative rounding error.
+
+    The floor is ``||y - y_ref|| / ||y_ref||`` on the example batch, where ``y_ref``
+    comes from a float64 copy of the model (for a float64 model: a float32 copy's
+    error scaled by the ratio of the two machine epsilons). Dropout is off. The batch
+    is never changed, so no coupling can enter the floor. A model that is random in
+    this mode beyond dropout (two forwards from different random states differ) gets
+    no floor (0) and a note; a model that cannot run in the other dtype falls back to
+    the change of example 0 when the batch is rolled (which an order-dependent
+    model's coupling can inflate: the note says so).
     """
-    roll = torch.roll(torch.arange(B), 1)  # example i moves to slot i + 1
     with dropout_off(run.model):
-        base, rolled = run(inp), run(inp.map_batch(lambda v: v[roll], B))
-    return _rel(rolled[(i + 1) % B], base[i])
+        out = run(inp)
+        dt = out.dtype
+        if not dt.is_floating_point:
+            return 0.0, dt, "non-float output: floor not measured"
+        if not torch.isfinite(out).all():
+            return 0.0, dt, "non-finite outputs (inf or nan)"
+        if _rel(run(inp, rng=1), out) > 0:
+            return 0.0, dt, "random beyond dropout: floor not measured"
+        ref_dt = torch.float32 if dt == torch.float64 else torch.float64
+        try:
+            ref_model = copy.deepcopy(run.model).to(ref_dt)
+            ref = run(_cast(inp, ref_dt), model=ref_model)
+        except Exception:  # noqa: BLE001 - any failure: fall back to a batch roll
+            B = run.B
+            roll = torch.roll(torch.arange(B), 1)  # example 0 moves to slot 1
+            rolled = run(inp.map_batch(lambda v: v[roll], B))
+            return _rel(rolled[1], out[0]), dt, "floor from a batch roll"
+    if dt == torch.float64:
+        return _rel(ref, out) * _eps_ratio(dt), dt, ""
+    return _rel(out, ref), dt, ""
 
 
-def _check_causal(run: _Runner, inp: _Inputs, trials: int, g: torch.Generator) -> float:
-    """Max relative change of outputs before a cut when the inputs after it change."""
+MAX_CUTS = 64  # causal check: every cut point up to this many, else an even spread
+
+
+def _cuts(T: int) -> list[int]:
+    """Cut points for the causal check: every t in 1..T-1 (at most ``MAX_CUTS``)."""
+    if T - 1 <= MAX_CUTS:
+        return list(range(1, T))
+    return sorted({int(round(v)) for v in torch.linspace(1, T - 1, MAX_CUTS).tolist()})
+
+
+def _check_causal(run: _Runner, inp: _Inputs, g: torch.Generator) -> float:
+    """Max relative change of outputs before a cut when the inputs after it change.
+
+    Every cut point is tried (up to ``MAX_CUTS``): a leak from position j to i < j
+    shows only at cuts in (i, j], so random cuts would miss a leak between neighbours.
+    """
     x = inp.get()
     T = x.shape[1]
     if T < 2:
@@ -570,8 +663,7 @@ def _check_causal(run: _Runner, inp: _Inputs, trials: int, g: torch.Generator) -
             f"got {tuple(base.shape)}"
         )
     changes = []
-    for _ in range(trials):
-        cut = int(torch.randint(1, T, (1,), generator=g))
+    for cut in _cuts(T):
         y = x.clone()
         y[:, cut:] = _perturbed(x[:, cut:], g)
         changes.append(_rel(run(inp.replace(y))[:, :cut], base[:, :cut]))
@@ -676,7 +768,7 @@ def audit(
     pad_length: Optional[int] = None,
     primary: Optional[str] = None,
     trials: int = 3,
-    rtol: float = 1e-5,
+    rtol: Optional[float] = None,
     seed: int = 0,
     progress: bool = False,
     name: Optional[str] = None,
@@ -685,7 +777,9 @@ def audit(
 
     Args:
         model: the module to audit; its parameters are not changed and its buffers
-            (running statistics) are restored afterwards.
+            (running statistics) are restored afterwards. The float floor runs a
+            float64 copy of it (a float32 copy for a float64 model): plan for the
+            extra memory.
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword
             inputs. Dim 0 of the *primary* input is the batch (B >= 2); for the causal
             and padding checks, dim 1 is the sequence. Use real-looking data: ids are
@@ -700,9 +794,12 @@ def audit(
         pad_length: pads added in the padding checks (default T // 2, at least 1).
         primary: positional index or keyword of the primary input (default: the first
             of input_ids, pixel_values, inputs_embeds, idx, src, x, else the first).
-        trials: perturbations per check; the report keeps the largest change.
+        trials: partner perturbations for the batch check; the report keeps the
+            largest change. The causal check tries every cut point (up to 64).
         rtol: relative change below which a property holds (raised to 10x the measured
-            float floor when that floor is larger).
+            float floor when that floor is larger). Default: 1e-5 for float32 outputs,
+            scaled by the machine epsilon for other dtypes (about 2e-14 for float64),
+            so a coupling far above float64 rounding is not tolerated as "noise".
         seed: seeds the perturbations and the random state shared by the forwards.
         progress: draw a progress bar on stderr.
         name: the model's name in the report.
@@ -741,26 +838,29 @@ def audit(
         raise ValueError(f"expected trials >= 1, got {trials}")
     is_causal = _is_causal(model) if causal is None else bool(causal)
     props = _resolve_properties(properties, is_causal, padding, x)
-    n = _count_forwards(props, modes, trials, padding)
+    if "padding" in props:
+        _base_pad(inp, padding)  # a mask of the wrong shape: a clear error up front
+    n = _count_forwards(props, modes, trials, padding, x)
     bar = _Progress(n, progress)
-    run = _Runner(model, seed, bar)
+    run = _Runner(model, seed, bar, B)
     g = torch.Generator().manual_seed(seed)
     k = pad_length or max(1, x.shape[1] // 2 if x.dim() >= 2 else 1)
     checks: list[CheckResult] = []
+    used_rtol: dict[str, Any] = {}
     with _preserved(model):
         for mode in modes:
             model.train(mode == "train")
             checks += _audit_mode(
-                run, inp, mode, props, trials, g, padding, k, rtol, bar
+                run, inp, mode, props, trials, g, padding, k, rtol, bar, used_rtol
             )
         if "train_eval" in props:
             bar.label = "train_eval"
-            checks.append(_train_eval(run, inp, model, rtol))
+            checks.append(_train_eval(run, inp, model, rtol, used_rtol))
     bar.close()
     inventory = norm_inventory(model)
     settings = {
         "trials": trials,
-        "rtol": rtol,
+        "rtol": rtol if rtol is not None else used_rtol.get("rtol", RTOL32),
         "seed": seed,
         "pad_length": k,
         "modes": list(modes),
@@ -811,10 +911,11 @@ def _count_forwards(
     modes: Sequence[str],
     trials: int,
     padding: Optional[PaddingSpec],
+    x: torch.Tensor,
 ) -> int:
-    per_mode = ("batch" in props) * (1 + 4 * trials) + ("causal" in props) * (
-        1 + trials
-    )
+    per_mode = 3 + ("batch" in props) * (1 + 2 * trials)  # 3: the float floor
+    if "causal" in props:
+        per_mode += 1 + len(_cuts(x.shape[1]))
     per_mode += ("padding" in props) * (3 + len(padding.sides) if padding else 0)
     return per_mode * len(modes) + ("train_eval" in props) * 3
 
@@ -828,61 +929,90 @@ def _audit_mode(
     g: torch.Generator,
     padding: Optional[PaddingSpec],
     k: int,
-    rtol: float,
+    rtol: Optional[float],
     bar: _Progress,
+    used: Optional[dict] = None,
 ) -> list[CheckResult]:
     """The batch, causal and padding checks in the model's current mode."""
     out = []
     B = inp.get().shape[0]
-    floor = 0.0
+    bar.label = f"floor/{mode}"
+    floor, dt, fnote = _float_floor(run, inp)
+    ratio = _eps_ratio(dt)
+    tol = RTOL32 * ratio if rtol is None else rtol
+    cap = FLOOR_CAP * ratio
+    if used is not None:
+        used["rtol"] = tol
+        used[f"floor/{mode}"] = (floor, fnote)
     if "batch" in props:
         bar.label = f"batch/{mode}"
-        change, floor, unctl = _check_batch(run, inp, B, trials, g)
+        change, unctl = _check_batch(run, inp, B, trials, g)
         out.append(
             _judge(
                 "batch",
                 mode,
                 change,
                 floor,
-                rtol,
+                tol,
+                cap,
+                note=fnote,
                 uncontrolled=unctl if mode == "train" else None,
             )
         )
     if "causal" in props:
         bar.label = f"causal/{mode}"
-        out.append(
-            _judge("causal", mode, _check_causal(run, inp, trials, g), floor, rtol)
-        )
+        change = _check_causal(run, inp, g)
+        out.append(_judge("causal", mode, change, floor, tol, cap, note=fnote))
     if "padding" in props:
         bar.label = f"padding/{mode}"
         ctx = dropout_off(run.model) if mode == "train" else contextlib.nullcontext()
         # pad length changes shapes, so equal seeds would not give equal dropout masks
         with ctx:
             res = _check_padding(run, inp, padding, k, g)
-        note = "dropout off" if mode == "train" else ""
-        out += [_judge(p, mode, v, floor, rtol, note=note) for p, v in res.items()]
+        note = "; ".join(
+            filter(None, ["dropout off" if mode == "train" else "", fnote])
+        )
+        out += [_judge(p, mode, v, floor, tol, cap, note=note) for p, v in res.items()]
     return out
 
 
 def _train_eval(
-    run: _Runner, inp: _Inputs, model: nn.Module, rtol: float
+    run: _Runner,
+    inp: _Inputs,
+    model: nn.Module,
+    rtol: Optional[float],
+    floors: Optional[dict] = None,
 ) -> CheckResult:
-    """Train-mode output (dropout off) vs eval-mode output on the same batch."""
+    """Train-mode output (dropout off) vs eval-mode output on the same batch.
+
+    The floor is the larger of the two modes' floors (reused from the mode checks,
+    measured here if a mode was not audited).
+    """
+    floors = {} if floors is None else floors
+    found = []
+    for mode in MODES:
+        model.train(mode == "train")
+        found.append(floors.get(f"floor/{mode}") or _float_floor(run, inp)[::2])
+    floor = max(f for f, _ in found)
+    fnote = "; ".join(dict.fromkeys(n for _, n in found if n))
     model.eval()
     ev = run(inp)
+    ratio = _eps_ratio(ev.dtype)
+    tol = RTOL32 * ratio if rtol is None else rtol
     model.train()
     raw = _rel(run(inp), ev)
     with dropout_off(model):
         change = _rel(run(inp), ev)
-    return CheckResult(
+    note = "; ".join(filter(None, ["dropout off", fnote]))
+    return _judge(
         "train_eval",
         "train->eval",
         change,
-        0.0,
-        rtol,
-        change <= rtol,
+        floor,
+        tol,
+        FLOOR_CAP * ratio,
+        note=note,
         uncontrolled=raw,
-        note="dropout off",
     )
 
 
@@ -1002,7 +1132,7 @@ def _parser() -> argparse.ArgumentParser:
             "Audit a model for batch coupling, causal leakage, padding invariance and "
             "train/eval discrepancy, in train and eval mode, and list its norm layers. "
             "Exit status: 0 if every required property holds, 1 if one fails, "
-            "2 on bad usage."
+            "2 on bad usage or when the model cannot be built or run."
         ),
         epilog=(
             "examples:\n"
@@ -1099,14 +1229,19 @@ def _parser() -> argparse.ArgumentParser:
         "--pad-length", type=int, default=None, help="pads added (default T // 2)"
     )
     p.add_argument(
-        "--trials", type=int, default=3, help="perturbations per check (default 3)"
+        "--trials",
+        type=int,
+        default=3,
+        help="partner perturbations for the batch check (default 3; the causal "
+        "check tries every cut point, up to 64)",
     )
     p.add_argument(
         "--rtol",
         type=float,
-        default=1e-5,
-        help="relative change under which a property holds "
-        "(default 1e-5; raised to 10x the measured float floor)",
+        default=None,
+        help="relative change under which a property holds (default 1e-5 for "
+        "float32 outputs, scaled by the dtype's epsilon otherwise; raised to 10x "
+        "the measured float floor)",
     )
     p.add_argument(
         "--seed",
@@ -1185,6 +1320,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         failed = report.failures(a.require) if a.require else []
     except (ValueError, TypeError, ImportError, json.JSONDecodeError) as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
+    except Exception as e:  # noqa: BLE001 - a crash must not read as "a check failed"
+        p.exit(2, f"{p.prog}: error: {type(e).__name__}: {e}\n")
     print(json.dumps(report.to_dict(), indent=1) if a.json else report.table())
     if failed:
         names = ", ".join(f"{c.property}:{c.mode}" for c in failed)
