@@ -20,6 +20,7 @@ from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403
+from .tasks import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 from . import (  # noqa: F401
     batching,
@@ -39,6 +40,7 @@ from . import (  # noqa: F401
     probes,
     repro,
     stats,
+    tasks,
     train,
 )
 
