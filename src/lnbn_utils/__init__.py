@@ -13,10 +13,11 @@ from .masking import *  # noqa: F401,F403
 from .memory import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .norms import *  # noqa: F401,F403
+from .repaired_norms import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
-from . import batching, data, distributed, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repro, train  # noqa: F401
+from . import batching, data, distributed, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repaired_norms, repro, train  # noqa: F401
 
 __version__ = "0.1.0"
