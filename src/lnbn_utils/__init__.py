@@ -6,6 +6,7 @@
 from .batching import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .distributed import *  # noqa: F401,F403
+from .findings import *  # noqa: F401,F403
 from .folding import *  # noqa: F401,F403
 from .glue import *  # noqa: F401,F403
 from .jacobian import *  # noqa: F401,F403
@@ -17,7 +18,8 @@ from .repaired_norms import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
+from .stats import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
-from . import batching, data, distributed, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repaired_norms, repro, train  # noqa: F401
+from . import batching, data, distributed, findings, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repaired_norms, repro, stats, train  # noqa: F401
 
 __version__ = "0.1.0"
