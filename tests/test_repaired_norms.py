@@ -1,4 +1,4 @@
-"""repaired_norms: PowerNorm, Regularized BN, Batch Renormalization, DyT, stat_penalty."""
+"""repaired_norms: PowerNorm, Regularized BN, Batch Renorm, DyT, stat_penalty."""
 
 import copy
 

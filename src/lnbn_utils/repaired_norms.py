@@ -34,7 +34,7 @@ __all__ = [
 def _real_weights(
     x: torch.Tensor, padding_mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, int]:
-    """(B, T, 1) weights, 1 at real tokens and 0 at pads, and the count of real tokens."""
+    """(B, T, 1) weights, 1 at real tokens and 0 at pads, and the real-token count."""
     if padding_mask is None:
         return torch.ones_like(x[..., :1]), x.shape[0] * x.shape[1]
     real = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
@@ -80,7 +80,7 @@ class DyT(nn.Module):
 
 
 def group_scale(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:
-    """PowerNorm's GroupScaling: divide each token by its own RMS within each channel group.
+    """PowerNorm's GroupScaling: divide each token by its RMS within each channel group.
 
     The C channels are split into ``groups`` contiguous groups (in the authors' code,
     one per attention head); y = x / sqrt(mean_group(x^2) + eps), token by token. This
@@ -124,7 +124,7 @@ class _PowerFunction(torch.autograd.Function):
 
 
 class PowerNorm(nn.Module):
-    """PowerNorm (Shen et al., 2020) as the authors' code runs it, or the simplified variant.
+    """PowerNorm (Shen et al., 2020) as the authors' code runs it, or simplified.
 
     Faithful (``simplified=False``), in training:
 
@@ -189,7 +189,7 @@ class PowerNorm(nn.Module):
     def quadratic_mean(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, int]:
-        """phi_B: per-channel mean of the (group-scaled) input squared over real tokens."""
+        """phi_B: per-channel mean of the group-scaled input squared, real tokens."""
         return self._phi(self._scale_in(x).detach(), padding_mask)
 
     @staticmethod
@@ -294,7 +294,7 @@ class RegularizedBatchNorm(MaskedBatchNorm):
 
 
 def stat_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of the ``penalty`` of every layer that has one (``RegularizedBatchNorm``), or 0.
+    """Sum of the ``penalty`` of every layer that has one (Regularized BN), or 0.
 
     Use it as the extra training loss: ``lu.train(..., extra_loss=lu.stat_penalty)``.
     """
