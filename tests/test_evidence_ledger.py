@@ -45,7 +45,10 @@ def _build(tmp_path: Path, *sources: str) -> subprocess.CompletedProcess:
     )
     (tmp_path / "intro.md").write_text("# Intro\n")
     (tmp_path / "chapter.ipynb").write_text(_notebook(*sources))
-    (tmp_path / "evidence.md").write_text("# Ledger\n\n```{evidence-ledger}\n```\n")
+    (tmp_path / "evidence.md").write_text(
+        "# Ledger\n\n```{evidence-summary}\n:keys: tiny_gap\n:alt: A bar chart\n"
+        "The gap and its control.\n```\n\n```{evidence-ledger}\n```\n"
+    )
     cmd = [str(JB), "build", str(tmp_path), "-W", "--keep-going"]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
 
@@ -58,6 +61,8 @@ def test_the_ledger_lists_a_finding_with_its_interval_and_a_link(tmp_path):
     assert "A tiny gap is positive" in html and "0.5 [0.2, 0.8] nats" in html
     assert 'href="chapter.html#section-a"' in html
     assert "1 findings from 1 pages" in html
+    assert 'alt="A bar chart"' in html and "The gap and its control." in html
+    assert (tmp_path / "_build/html/_images/evidence_summary.png").stat().st_size > 1000
 
 
 @pytest.mark.skipif(not JB.exists(), reason="jupyter-book not installed")

@@ -14,11 +14,14 @@ that measured it. Nothing is typed by hand, and the build warns (``-W``: fails) 
 from __future__ import annotations
 
 import ast
+import html
 import json
+import posixpath
 import re
 from pathlib import Path
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
@@ -39,6 +42,28 @@ FINDING_CALL = re.compile(r"""lu\.finding\(\s*["'](\w+)["']""")
 
 class ledger_placeholder(nodes.General, nodes.Element):
     """Replaced by the tables once every chapter has been read."""
+
+
+class summary_placeholder(nodes.General, nodes.Element):
+    """Replaced by a figure of the chosen findings once every chapter has been read."""
+
+
+class EvidenceSummary(SphinxDirective):
+    """One panel per listed finding: measured value with interval, control, threshold.
+
+    The directive's content is the caption; ``:keys:`` lists the findings to draw.
+    """
+
+    has_content = True
+    option_spec = {"keys": directives.unchanged_required, "alt": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        self.env.metadata[self.env.docname]["evidence_ledger"] = True
+        node = summary_placeholder()
+        node["keys"] = self.options["keys"].split()
+        node["alt"] = self.options.get("alt", "")
+        node["caption"] = " ".join(self.content)
+        return [node]
 
 
 class EvidenceLedger(SphinxDirective):
@@ -179,11 +204,69 @@ def _check(app: Sphinx, records: list[dict]) -> None:
             logger.warning(f"evidence ledger: finding {r['key']!r} did not hold")
 
 
+SHORT = {0: "Background", 1: "Claim 1", 2: "Claim 2", 3: "Claim 3", 4: "Claim 4"}
+
+
+def _draw_summary(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(3.0 * len(records), 3.4))
+    for ax, r in zip(list(getattr(axes, "flat", [axes])), records):
+        lo, hi = r["ci"] or (r["value"], r["value"])
+        values = [r["value"], r["control"] if r["control"] is not None else 0.0]
+        ax.bar([0, 1], values, color=["#d62728", "#1f77b4"], width=0.6)
+        ax.errorbar([0], [r["value"]], yerr=[[r["value"] - lo], [hi - r["value"]]],
+                    color="black", capsize=6, lw=1.5)  # fmt: skip
+        for t in r["threshold"] if r["expect"] == "within" else [r["threshold"]]:
+            ax.axhline(t, color="gray", ls="--", lw=1)
+        ax.set_xticks([0, 1], ["measured", r["control_label"][:18]])
+        ax.set_ylabel(r["unit"] or "value")
+        label = SHORT.get(r["claim"], f"Chapter {r['claim']}")
+        ax.set_title(f"{label}\n{r['key']}", fontsize=9)
+    fig.tight_layout()
+    fig.patch.set_facecolor("white")
+    fig.savefig(path, dpi=110, facecolor="white")
+    plt.close(fig)
+
+
+def _summary_figure(app: Sphinx, docname: str, node: summary_placeholder, records):
+    by_key = {r["key"]: r for r in records}
+    missing = [k for k in node["keys"] if k not in by_key]
+    if missing:
+        logger.warning(f"evidence summary: no finding recorded for {missing}")
+        return nodes.paragraph(text="(summary figure unavailable: findings missing)")
+    images = Path(app.outdir) / "_images"
+    images.mkdir(parents=True, exist_ok=True)
+    _draw_summary([by_key[k] for k in node["keys"]], images / "evidence_summary.png")
+    page = app.builder.get_target_uri(docname)
+    uri = posixpath.relpath(
+        "_images/evidence_summary.png", posixpath.dirname(page) or "."
+    )
+    alt, caption = (
+        html.escape(node["alt"] or node["caption"]),
+        html.escape(node["caption"]),
+    )
+    markup = (
+        f'<figure class="evidence-summary" id="fig-evidence-summary">'
+        f'<img src="{uri}" alt="{alt}" style="max-width: 100%"/>'
+        f"<figcaption><p>{caption}</p></figcaption></figure>"
+    )
+    return nodes.raw("", markup, format="html")
+
+
 def resolve(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    summaries = list(doctree.findall(summary_placeholder))
     placeholders = list(doctree.findall(ledger_placeholder))
-    if not placeholders:
+    if not placeholders and not summaries:
         return
     records = _records(app)
+    for node in summaries:
+        node.replace_self(_summary_figure(app, docname, node, records))
+    if not placeholders:
+        return
     if not records:
         logger.warning("evidence ledger: no findings found in the executed notebooks")
     _check(app, records)
@@ -206,7 +289,9 @@ def always_outdated(app, env, added, changed, removed) -> list[str]:
 
 def setup(app: Sphinx) -> dict:
     app.add_node(ledger_placeholder)
+    app.add_node(summary_placeholder)
     app.add_directive("evidence-ledger", EvidenceLedger)
+    app.add_directive("evidence-summary", EvidenceSummary)
     app.connect("doctree-resolved", resolve)
     app.connect("env-get-outdated", always_outdated)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -24,3 +24,18 @@ from .train import *  # noqa: F401,F403
 from . import batching, charlm_experiment, data, distributed, findings, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repaired_norms, repro, stats, train  # noqa: F401
 
 __version__ = "0.1.0"
+
+_AUDIT_NAMES = ("audit", "AuditReport", "CheckResult", "PaddingSpec", "norm_inventory")
+
+
+def __getattr__(name: str):
+    """Import the auditor on first use, so ``python -m lnbn_utils.audit`` runs it cleanly.
+
+    ``lu.audit`` is the module, and calling it runs ``lu.audit.audit``.
+    """
+    if name in _AUDIT_NAMES:
+        import importlib
+
+        mod = importlib.import_module(".audit", __name__)
+        return mod if name == "audit" else getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
