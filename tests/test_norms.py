@@ -273,7 +273,6 @@ EPS_KINDS = ["layer", "batch", "masked_batch", "rms", "rbn", "renorm"]
     "eps, error",
     [
         (-1e-5, ValueError),
-        (0.0, ValueError),
         (float("nan"), ValueError),
         (float("inf"), ValueError),
         ("1e-5", TypeError),

@@ -18,6 +18,7 @@ from .norms import *  # noqa: F401,F403
 from .parallel_experiment import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
+from .repaired_norms import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403
 from .tasks import *  # noqa: F401,F403
@@ -38,6 +39,7 @@ from . import (  # noqa: F401
     parallel_experiment,
     plotting,
     probes,
+    repaired_norms,
     repro,
     stats,
     tasks,

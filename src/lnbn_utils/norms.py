@@ -35,11 +35,6 @@ __all__ = [
     "TokenBatchNorm",
     "MaskedBatchNorm",
     "NoNorm",
-    "DyT",
-    "PowerNorm",
-    "RegularizedBatchNorm",
-    "BatchRenorm",
-    "stat_penalty",
     "make_norm",
     "NORM_KINDS",
     "register_norm",
@@ -118,8 +113,8 @@ def _check_num_features(num_features: int) -> None:
 def _check_eps(eps: float) -> None:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"expected eps to be a float, got {eps!r}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"expected a finite eps > 0, got {eps!r}")
+    if not (math.isfinite(eps) and eps >= 0):  # 0 allowed, as in PyTorch
+        raise ValueError(f"expected a finite eps >= 0, got {eps!r}")
 
 
 def _check_momentum(momentum: Optional[float]) -> None:
@@ -465,237 +460,12 @@ class NoNorm(nn.Module):
         return f"{self.num_features}"
 
 
-class DyT(nn.Module):
-    """Dynamic Tanh (Zhu et al., 2025): y = weight * tanh(alpha * x) + bias, with no statistics at all.
-
-    ``alpha`` is a single learnable scalar (initialized to ``alpha0``, 0.5 in the paper);
-    ``weight`` and ``bias`` are per channel. Proposed as a drop-in replacement for
-    LayerNorm: a trained LayerNorm maps its inputs along S-shaped, tanh-like curves,
-    and DyT keeps the squashing without computing any mean or variance. Every token
-    is transformed on its own, so train and eval mode compute the same function and
-    the mask is ignored.
-
-    Shape: x (B, T, C) -> (B, T, C).
-    """
-
-    def __init__(self, num_features: int, alpha0: float = 0.5) -> None:
-        super().__init__()
-        if not alpha0 > 0:
-            raise ValueError(f"expected alpha0 > 0, got {alpha0!r}")
-        self.num_features = num_features
-        self.alpha = nn.Parameter(torch.tensor(float(alpha0)))
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        return torch.tanh(self.alpha * x) * self.weight + self.bias
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, alpha={self.alpha.item():.3g}"
-
-
-class _PowerScale(torch.autograd.Function):
-    """z = x / psi forward; PowerNorm's approximate gradient (x_grad = (g - nu * z) / psi) backward."""
-
-    @staticmethod
-    def forward(ctx, x, psi, nu, real, alpha_bkw):  # type: ignore[override]
-        z = x / psi  # (B, T, C) / (C,)
-        ctx.save_for_backward(z, psi, nu.clone(), real)
-        ctx.nu, ctx.alpha_bkw = nu, alpha_bkw  # the buffer, updated in backward
-        return z
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        z, psi, nu, real = ctx.saved_tensors
-        with torch.no_grad():  # nu <- running average over steps of mean_real(g * z), per channel
-            gz = (g * z * real).sum(dim=(0, 1)) / real.sum()  # (C,)
-            ctx.nu.lerp_(gz, 1.0 - ctx.alpha_bkw)
-        return (g - nu * z) / psi, None, None, None, None
-
-
-class PowerNorm(nn.Module):
-    """PowerNorm (Shen et al., 2020): BN without centring that normalizes with running statistics.
-
-    The per-channel statistic is the quadratic mean phi_B = mean(x^2) over the real
-    tokens (no mean subtraction). In training *and* at inference a channel is divided
-    by the running quadratic mean psi of the previous steps,
-    y = x / sqrt(psi + eps) * weight + bias, and only then is psi updated:
-    psi <- alpha_fwd * psi + (1 - alpha_fwd) * phi_B. The forward pass therefore never
-    uses the current batch's statistics. The backward pass uses the paper's
-    approximate backpropagation (simplified): with z = x / sqrt(psi + eps) and g the
-    gradient w.r.t. z, x.grad = (g - nu * z) / sqrt(psi + eps), where nu is a running
-    average (factor ``alpha_bkw``) of mean(g * z) per channel, the term through which
-    BN's batch statistics would enter the gradient. ``alpha_bkw=1`` keeps nu at 0
-    (plain gradient of the forward). The authors' code also divides each token by its
-    own root mean square first (its ``GroupScaling1D``) and uses the batch statistic
-    during a warm-up; both are left out here.
-
-    ``running_mean`` (always 0) and ``running_var`` (= ``running_phi``) and the
-    staticmethod ``batch_stats`` present these statistics BN-style, so probes such as
-    ``lu.TIDRecorder`` read them like a BN layer's.
-
-    Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5, alpha_fwd: float = 0.9, alpha_bkw: float = 0.9) -> None:
-        super().__init__()
-        if not (0.0 <= alpha_fwd < 1.0 and 0.0 <= alpha_bkw <= 1.0):
-            raise ValueError(f"expected 0 <= alpha_fwd < 1 and 0 <= alpha_bkw <= 1, got {alpha_fwd}, {alpha_bkw}")
-        self.num_features, self.eps, self.alpha_fwd, self.alpha_bkw = num_features, eps, alpha_fwd, alpha_bkw
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_phi", torch.ones(num_features))
-        self.register_buffer("nu", torch.zeros(num_features))
-        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-
-    @property
-    def running_mean(self) -> torch.Tensor:
-        return torch.zeros_like(self.running_phi)
-
-    @property
-    def running_var(self) -> torch.Tensor:
-        return self.running_phi
-
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        psi = (self.running_phi + self.eps).sqrt()  # (C,), from the previous steps only
-        if not self.training:
-            return x / psi * self.weight + self.bias
-        _, phi, _ = self.batch_stats(x, padding_mask)
-        real = torch.ones_like(x[..., :1]) if padding_mask is None else (~padding_mask).unsqueeze(-1).to(x.dtype)
-        z = _PowerScale.apply(x, psi, self.nu, real, self.alpha_bkw)
-        with torch.no_grad():
-            self.running_phi.lerp_(phi.detach(), 1.0 - self.alpha_fwd)
-            self.num_batches_tracked += 1
-        return z * self.weight + self.bias
-
-    @staticmethod
-    def batch_stats(
-        x: torch.Tensor, padding_mask: Optional[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Per-channel zeros (no centring), quadratic mean and count over the real tokens of ``x``."""
-        n = x.shape[0] * x.shape[1] if padding_mask is None else int((~padding_mask).sum())
-        _check_enough_tokens(n)
-        x0 = x if padding_mask is None else x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        phi = x0.pow(2).sum(dim=(0, 1)) / n  # (C,)
-        return torch.zeros_like(phi), phi, n
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, alpha_fwd={self.alpha_fwd}, alpha_bkw={self.alpha_bkw}"
-
-
-class RegularizedBatchNorm(MaskedBatchNorm):
-    """Regularized BN (Wang, Wu & Huang, 2022): masked BN plus a penalty on its training-inference gap.
-
-    The forward pass computes exactly what ``MaskedBatchNorm``'s does. In training it also stores
-    ``self.penalty = penalty_mean * sum_c (mu_B - mu_run)^2 + penalty_var * sum_c |var_B - var_run|``
-    (the paper code's "diff" penalty; running statistics before this step's update,
-    as constants), which the training loss must add: pass ``extra_loss=lu.stat_penalty``
-    to ``lu.train`` or ``lu.train_char_lm``. The gradient of the penalty pulls the
-    batch statistics toward the running ones, which shrinks the TID. In eval mode
-    ``penalty`` is 0. The defaults are the paper's Pre-LN setting (0.1, 0.01).
-
-    Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
-    """
-
-    def __init__(
-        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-        penalty_mean: float = 0.1, penalty_var: float = 0.01,
-    ) -> None:
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        if penalty_mean < 0 or penalty_var < 0:
-            raise ValueError(f"expected penalty_mean >= 0 and penalty_var >= 0, got {penalty_mean}, {penalty_var}")
-        self.penalty_mean, self.penalty_var = penalty_mean, penalty_var
-        self.penalty = torch.zeros(())
-
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        if not self.training:
-            self.penalty = torch.zeros((), device=x.device)
-            return super().forward(x, padding_mask)
-        mean, var, n = self.batch_stats(x, padding_mask)
-        self.penalty = (
-            self.penalty_mean * (mean - self.running_mean).pow(2).sum()
-            + self.penalty_var * (var - self.running_var).abs().sum()
-        )
-        with torch.no_grad():  # as MaskedBatchNorm
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-            self.num_batches_tracked += 1
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, penalty_mean={self.penalty_mean}, penalty_var={self.penalty_var}"
-
-
-def stat_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of the ``penalty`` of every layer that has one (``RegularizedBatchNorm``), 0 if none.
-
-    Use it as the extra training loss: ``lu.train(..., extra_loss=lu.stat_penalty)``.
-    """
-    terms = [m.penalty for m in model.modules() if isinstance(getattr(m, "penalty", None), torch.Tensor)]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
-
-
-class BatchRenorm(MaskedBatchNorm):
-    """Batch Renormalization (Ioffe, 2017) over the real tokens.
-
-    Training: y = ((x - mu_B) / sigma_B * r + d) * weight + bias with
-    r = clip(sigma_B / sigma_run, 1/r_max, r_max) and d = clip((mu_B - mu_run) / sigma_run, -d_max, d_max),
-    both treated as constants (no gradient flows through them). Unclipped, the
-    forward pass equals (x - mu_run) / sigma_run, the eval-mode function, while the
-    gradient still sees the batch statistics. Eval mode and the running-statistics
-    update are ``MaskedBatchNorm``'s. As in the paper the limits are relaxed
-    gradually: they go linearly from r_max = 1, d_max = 0 (plain BN) to ``r_max``,
-    ``d_max`` over the first ``warmup_steps`` training steps.
-
-    Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
-    """
-
-    def __init__(
-        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-        r_max: float = 3.0, d_max: float = 5.0, warmup_steps: int = 50,
-    ) -> None:
-        super().__init__(num_features, eps=eps, momentum=momentum)
-        if r_max < 1 or d_max < 0 or warmup_steps < 0:
-            raise ValueError(f"expected r_max >= 1, d_max >= 0, warmup_steps >= 0, got {r_max}, {d_max}, {warmup_steps}")
-        self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
-
-    def limits(self) -> tuple[float, float]:
-        """The current (r_max, d_max), relaxed linearly over the first ``warmup_steps`` steps."""
-        t = min(1.0, int(self.num_batches_tracked) / self.warmup_steps) if self.warmup_steps else 1.0
-        return 1.0 + t * (self.r_max - 1.0), t * self.d_max
-
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        if not self.training:
-            return super().forward(x, padding_mask)
-        mean, var, n = self.batch_stats(x, padding_mask)
-        sigma_b, sigma_run = (var + self.eps).sqrt(), (self.running_var + self.eps).sqrt()  # (C,)
-        r_max, d_max = self.limits()
-        r = (sigma_b / sigma_run).detach().clamp(1.0 / r_max, r_max)
-        d = ((mean - self.running_mean) / sigma_run).detach().clamp(-d_max, d_max)
-        with torch.no_grad():
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-            self.num_batches_tracked += 1
-        return ((x - mean) / sigma_b * r + d) * self.weight + self.bias
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}, warmup_steps={self.warmup_steps}"
-
-
 NORM_KINDS: dict[str, Callable[..., nn.Module]] = {
     "layer": LayerNorm,
     "batch": TokenBatchNorm,
     "masked_batch": MaskedBatchNorm,
     "rms": RMSNorm,
     "none": NoNorm,
-    "dyt": DyT,
-    "power": PowerNorm,
-    "rbn": RegularizedBatchNorm,
-    "renorm": BatchRenorm,
 }
 
 

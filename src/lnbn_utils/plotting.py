@@ -14,6 +14,7 @@ NORM_COLORS = {
     "none": "#777777",
     "dyt": "#CC79A7",
     "power": "#56B4E9",
+    "power_simple": "#56B4E9",
     "rbn": "#8C564B",
     "renorm": "#000000",
 }
