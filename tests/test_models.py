@@ -76,7 +76,11 @@ def test_model_rejects_bad_input():
     [
         ([[1, 2, 3]], None, "idx to be a torch.Tensor, got list"),
         ((1, 2, 3), None, "idx to be a torch.Tensor, got tuple"),
-        (torch.zeros(1, 3, dtype=torch.long), [[False] * 3], "padding_mask to be a torch.Tensor, got list"),
+        (
+            torch.zeros(1, 3, dtype=torch.long),
+            [[False] * 3],
+            "padding_mask to be a torch.Tensor, got list",
+        ),
     ],
 )
 def test_model_given_python_containers_is_a_type_error(idx, mask, match):
@@ -101,7 +105,8 @@ def test_model_protocols_after_training(kind):
             a = copy.deepcopy(model).train(training)(x, mask)
             torch.testing.assert_close(copy.deepcopy(other).train(training)(x, mask), a)
     as64 = copy.deepcopy(model).double().eval()
-    torch.testing.assert_close(as64(x, mask).float(), copy.deepcopy(model).eval()(x, mask))
+    ref = copy.deepcopy(model).eval()(x, mask)
+    torch.testing.assert_close(as64(x, mask).float(), ref)
     assert "TinyTransformer" in repr(model)
 
 

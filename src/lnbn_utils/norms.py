@@ -479,7 +479,8 @@ def make_norm(kind: str, num_features: int, **kwargs) -> nn.Module:
 
     Example:
         >>> norm = make_norm("masked_batch", 16)
-        >>> norm(torch.randn(2, 5, 16), padding_mask=torch.zeros(2, 5, dtype=torch.bool)).shape
+        >>> mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])  # True: pad
+        >>> norm(torch.randn(2, 5, 16), padding_mask=mask).shape
         torch.Size([2, 5, 16])
     """
     if kind not in NORM_KINDS:
