@@ -223,8 +223,14 @@ def _draw_summary(records: list[dict], titles: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n = len(records)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.6), squeeze=False)
-    for ax, r, title in zip(axes[0], records, titles):
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 3.4 * rows), squeeze=False
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, r, title in zip(axes.flat, records, titles):
         lo, hi = r["ci"] or (r["value"], r["value"])
         err = [[r["value"] - lo], [hi - r["value"]]]
         ax.errorbar([0], [r["value"]], yerr=err, fmt="o", color="#D55E00", capsize=8)
