@@ -234,7 +234,9 @@ def run_data_parallel(
     same batches of random tokens; rank r trains on its contiguous shard of
     ``batch_size // world_size`` sequences, averaging gradients with one counted
     all-reduce, and also runs the single-process reference on the whole batch. Both
-    take ``steps`` SGD steps. ``norms`` picks from ``DP_NORMS``.
+    take ``steps`` SGD steps. ``norms`` picks from ``DP_NORMS``; their steps are
+    interleaved (step i of every kind before step i + 1 of any), so the step times of
+    two kinds are paired and a slow stretch of a shared machine hits them alike.
 
     Returns ``{norm: stats}`` with the worst case over ranks and steps of
     ``max_abs_err_output`` (logits vs the reference's rows of the same examples),
