@@ -51,17 +51,26 @@ class summary_placeholder(nodes.General, nodes.Element):
 class EvidenceSummary(SphinxDirective):
     """One panel per listed finding: measured value with interval, control, threshold.
 
-    The directive's content is the caption; ``:keys:`` lists the findings to draw.
+    The directive's content is the caption; ``:keys:`` lists the findings to draw,
+    ``:titles:`` gives each panel a short title (separated by ``|``).
     """
 
     has_content = True
-    option_spec = {"keys": directives.unchanged_required, "alt": directives.unchanged}
+    option_spec = {
+        "keys": directives.unchanged_required,
+        "titles": directives.unchanged,
+        "alt": directives.unchanged,
+    }
 
     def run(self) -> list[nodes.Node]:
         self.env.metadata[self.env.docname]["evidence_ledger"] = True
         node = summary_placeholder()
         node["keys"] = self.options["keys"].split()
         node["alt"] = self.options.get("alt", "")
+        titles = self.options.get("titles", "")
+        node["titles"] = [t.strip() for t in titles.split("|")] if titles else []
+        if node["titles"] and len(node["titles"]) != len(node["keys"]):
+            raise self.error("expected one title per key (titles separated by '|')")
         node["caption"] = " ".join(self.content)
         return [node]
 
@@ -207,25 +216,39 @@ def _check(app: Sphinx, records: list[dict]) -> None:
 SHORT = {0: "Background", 1: "Claim 1", 2: "Claim 2", 3: "Claim 3", 4: "Claim 4"}
 
 
-def _draw_summary(records: list[dict], path: Path) -> None:
+def _draw_summary(records: list[dict], titles: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(records), figsize=(3.0 * len(records), 3.4))
-    for ax, r in zip(list(getattr(axes, "flat", [axes])), records):
+    n = len(records)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 3.4 * rows), squeeze=False
+    )
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, r, title in zip(axes.flat, records, titles):
         lo, hi = r["ci"] or (r["value"], r["value"])
-        values = [r["value"], r["control"] if r["control"] is not None else 0.0]
-        ax.bar([0, 1], values, color=["#d62728", "#1f77b4"], width=0.6)
-        ax.errorbar([0], [r["value"]], yerr=[[r["value"] - lo], [hi - r["value"]]],
-                    color="black", capsize=6, lw=1.5)  # fmt: skip
-        for t in r["threshold"] if r["expect"] == "within" else [r["threshold"]]:
+        err = [[r["value"] - lo], [hi - r["value"]]]
+        ax.errorbar([0], [r["value"]], yerr=err, fmt="o", color="#D55E00", capsize=8)
+        bounds = r["threshold"] if r["expect"] == "within" else [r["threshold"]]
+        for t in bounds:
             ax.axhline(t, color="gray", ls="--", lw=1)
-        ax.set_xticks([0, 1], ["measured", r["control_label"][:18]])
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xlim(-1, 1)
+        ax.set_xticks([])
         ax.set_ylabel(r["unit"] or "value")
-        label = SHORT.get(r["claim"], f"Chapter {r['claim']}")
-        ax.set_title(f"{label}\n{r['key']}", fontsize=9)
+        ax.set_title(title, fontsize=9)
+        control = r["control_label"]
+        if r["control"] is not None:
+            control += f" = {_fmt(r['control'])}"
+        test = (
+            "inside dashes" if r["expect"] == "within" else f"{r['expect']} dashed line"
+        )
+        ax.set_xlabel(f"test: interval {test}\ncontrol: {control}", fontsize=8)
     fig.tight_layout()
     fig.patch.set_facecolor("white")
     fig.savefig(path, dpi=110, facecolor="white")
@@ -240,7 +263,11 @@ def _summary_figure(app: Sphinx, docname: str, node: summary_placeholder, record
         return nodes.paragraph(text="(summary figure unavailable: findings missing)")
     images = Path(app.outdir) / "_images"
     images.mkdir(parents=True, exist_ok=True)
-    _draw_summary([by_key[k] for k in node["keys"]], images / "evidence_summary.png")
+    chosen = [by_key[k] for k in node["keys"]]
+    titles = node["titles"] or [
+        f"{SHORT.get(r['claim'], r['claim'])}: {r['key']}" for r in chosen
+    ]
+    _draw_summary(chosen, titles, images / "evidence_summary.png")
     page = app.builder.get_target_uri(docname)
     uri = posixpath.relpath(
         "_images/evidence_summary.png", posixpath.dirname(page) or "."

@@ -114,12 +114,16 @@ class _AllReduceSum(torch.autograd.Function):
     gradient is the sum over ranks of the incoming gradients (a second all-reduce)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, tag: str) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, tag: str
+    ) -> torch.Tensor:
         ctx.tag = tag
         return all_reduce_counted(x.clone(), f"{tag}_forward")
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
         return all_reduce_counted(grad.clone(), f"{ctx.tag}_backward"), None
 
 

@@ -20,7 +20,9 @@ import torch.nn as nn
 __all__ = ["token_jacobian_norms", "token_jacobian_rows", "influence_summary"]
 
 
-def token_jacobian_norms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def token_jacobian_norms(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
     """Frobenius norms of the C x C blocks of the Jacobian of ``fn`` at ``x``.
 
     Entry ``[i, j]`` is ``|| d y[b, t, :] / d x[b', t', :] ||_F`` with output token
@@ -50,7 +52,10 @@ def token_jacobian_norms(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     B, T, C = x.shape
     J = torch.func.jacrev(fn)(x.detach())  # (B, T, C, B, T, C)
     if J.shape != (B, T, C, B, T, C):
-        raise ValueError(f"expected fn to map (B, T, C) to (B, T, C), got Jacobian of shape {tuple(J.shape)}")
+        raise ValueError(
+            "expected fn to map (B, T, C) to (B, T, C), "
+            f"got Jacobian of shape {tuple(J.shape)}"
+        )
     N = B * T
     return J.reshape(N, C, N, C).pow(2).sum(dim=(1, 3)).sqrt().detach()  # (N, N)
 

@@ -82,31 +82,41 @@ def _dp_step(
     return logits
 
 
-def _compare(norm: str, rank: int, world: int, cfg: dict) -> dict:
-    """One rank's side of the comparison for one norm kind (runs inside a worker)."""
-    ref, dp = _models(norm, cfg)
-    n_norm = sum(isinstance(m, (LayerNorm, TokenBatchNorm)) for m in dp.modules())
-    seen: dict[str, torch.Tensor] = {}  # first norm's input: shard vs whole batch
-    for key, model in (("full", ref), ("shard", dp)):
-        model.blocks[0].norm1.register_forward_pre_hook(
-            lambda m, a, key=key: seen.__setitem__(key, a[0].detach())
-        )
+def _compare(norms: Sequence[str], rank: int, world: int, cfg: dict) -> dict:
+    """One rank's side of the comparison for every norm kind (runs inside a worker).
+
+    The kinds take their steps interleaved (step i of every kind, in an order that
+    rotates with i), so a slow stretch of a shared machine hits every kind alike and
+    the per-step timings of two kinds are paired.
+    """
+    runs = {}
+    for norm in norms:
+        ref, dp = _models(norm, cfg)
+        seen: dict[str, torch.Tensor] = {}  # first norm's input: shard vs whole batch
+        for key, model in (("full", ref), ("shard", dp)):
+            model.blocks[0].norm1.register_forward_pre_hook(
+                lambda m, a, key=key, seen=seen: seen.__setitem__(key, a[0].detach())
+            )
+        err = {"output": 0.0, "grad": 0.0, "shard_mean": 0.0, "shard_var": 0.0}
+        runs[norm] = dict(ref=ref, dp=dp, seen=seen, err=err, step_s=[])
+        runs[norm]["counter"] = CollectiveCounter()
     g = torch.Generator().manual_seed(cfg["seed"] + 1)  # same data on every rank
-    b = cfg["batch_size"] // world
-    shard = slice(rank * b, (rank + 1) * b)
-    err = {"output": 0.0, "grad": 0.0, "shard_mean": 0.0, "shard_var": 0.0}
-    step_s = []
-    with CollectiveCounter() as counter:
-        for _ in range(cfg["steps"]):
-            V, B, T = cfg["vocab_size"], cfg["batch_size"], cfg["seq_len"]
-            s = torch.randint(V, (B, T + 1), generator=g)
-            x, y = s[:, :-1], s[:, 1:]
-            ref_logits = ref(x)  # (B, T, V): one process, the whole batch
-            F.cross_entropy(ref_logits.flatten(0, 1), y.flatten()).backward()
-            dist.barrier()  # start the timed part together
-            t0 = time.perf_counter()
-            logits = _dp_step(dp, x[shard], y[shard], world)
-            step_s.append(time.perf_counter() - t0)
+    V, B, T = cfg["vocab_size"], cfg["batch_size"], cfg["seq_len"]
+    shard = slice(rank * (B // world), (rank + 1) * (B // world))
+    for i in range(cfg["steps"]):
+        s = torch.randint(V, (B, T + 1), generator=g)  # the same batch for every kind
+        x, y = s[:, :-1], s[:, 1:]
+        k = i % len(norms)
+        for norm in (*norms[k:], *norms[:k]):  # rotate the order: no kind always first
+            r = runs[norm]
+            ref, dp, seen, err = r["ref"], r["dp"], r["seen"], r["err"]
+            with r["counter"]:
+                ref_logits = ref(x)  # (B, T, V): one process, the whole batch
+                F.cross_entropy(ref_logits.flatten(0, 1), y.flatten()).backward()
+                dist.barrier()  # start the timed part together
+                t0 = time.perf_counter()
+                logits = _dp_step(dp, x[shard], y[shard], world)
+                r["step_s"].append(time.perf_counter() - t0)
             pairs = zip(dp.parameters(), ref.parameters())
             grad_err = max(_max_abs(p.grad, q.grad) for p, q in pairs)
             full, part = seen["full"].flatten(0, 1), seen["shard"].flatten(0, 1)
@@ -121,15 +131,20 @@ def _compare(norm: str, rank: int, world: int, cfg: dict) -> dict:
                     p.sub_(cfg["lr"] * p.grad)
                     p.grad = None
     return {
-        "rank": rank,
-        "max_abs_err_output": err["output"],
-        "max_abs_err_grad": err["grad"],
-        "max_abs_diff_shard_mean": err["shard_mean"],
-        "max_abs_diff_shard_var": err["shard_var"],
-        "n_norm_layers": n_norm,
-        "calls": dict(counter.calls),
-        "bytes": dict(counter.bytes),
-        "step_s": step_s,
+        norm: {
+            "rank": rank,
+            "max_abs_err_output": r["err"]["output"],
+            "max_abs_err_grad": r["err"]["grad"],
+            "max_abs_diff_shard_mean": r["err"]["shard_mean"],
+            "max_abs_diff_shard_var": r["err"]["shard_var"],
+            "n_norm_layers": sum(
+                isinstance(m, (LayerNorm, TokenBatchNorm)) for m in r["dp"].modules()
+            ),
+            "calls": dict(r["counter"].calls),
+            "bytes": dict(r["counter"].bytes),
+            "step_s": r["step_s"],
+        }
+        for norm, r in runs.items()
     }
 
 
@@ -160,7 +175,7 @@ def _worker(
         timeout=timedelta(seconds=cfg["timeout_s"]),
     )
     try:
-        result = {norm: _compare(norm, rank, world, cfg) for norm in norms}
+        result = _compare(norms, rank, world, cfg)
         numel = world * (2 * cfg["n_embd"] + 1)  # one BN layer's exchange
         result["allreduce_s"] = _allreduce_latency(numel, cfg["latency_reps"])
         dist.barrier()
@@ -219,7 +234,9 @@ def run_data_parallel(
     same batches of random tokens; rank r trains on its contiguous shard of
     ``batch_size // world_size`` sequences, averaging gradients with one counted
     all-reduce, and also runs the single-process reference on the whole batch. Both
-    take ``steps`` SGD steps. ``norms`` picks from ``DP_NORMS``.
+    take ``steps`` SGD steps. ``norms`` picks from ``DP_NORMS``; their steps are
+    interleaved (step i of every kind before step i + 1 of any), so the step times of
+    two kinds are paired and a slow stretch of a shared machine hits them alike.
 
     Returns ``{norm: stats}`` with the worst case over ranks and steps of
     ``max_abs_err_output`` (logits vs the reference's rows of the same examples),
