@@ -381,7 +381,8 @@ def test_masked_autograd_function_matches_plain_autograd(lengths, T, seed, scale
         return masked_reference(xs, mask, ws, bs)
 
     ref64 = run(torch.float64, reference)
-    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-3)):
+    # float32 error grows as |mean| / std = 3 / scale (cancellation in x - mean)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-3 + 1e-3 / scale)):
         xs = x.detach().clone().to(dtype).requires_grad_()
         norm = lu.MaskedBatchNorm(C).to(dtype)
         with torch.no_grad():
