@@ -6,6 +6,7 @@
 from .batching import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .distributed import *  # noqa: F401,F403
+from .findings import *  # noqa: F401,F403
 from .folding import *  # noqa: F401,F403
 from .glue import *  # noqa: F401,F403
 from .jacobian import *  # noqa: F401,F403
@@ -16,7 +17,8 @@ from .norms import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
+from .stats import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
-from . import batching, data, distributed, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repro, train  # noqa: F401
+from . import batching, data, distributed, findings, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repro, stats, train  # noqa: F401
 
 __version__ = "0.1.0"

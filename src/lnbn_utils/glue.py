@@ -6,17 +6,17 @@ from typing import Any
 __all__ = ["glue"]
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Store ``value`` under ``name`` for ``{glue:text}`name:.2f``` in the book; return ``value``.
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for ``{glue:text}`name:.2f``` in the book.
 
-    Outside a book build (Colab, a plain Jupyter kernel without myst-nb) this only
-    returns the value, so notebooks run anywhere.
+    Returns ``None``, so a cell that ends in a glue call prints nothing. Outside a
+    book build (Colab, a plain Jupyter kernel without myst-nb) it does nothing, so
+    notebooks run anywhere.
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"expected a glue name that is a Python identifier, got {name!r}")
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return None
     _glue(name, value, display=display)
-    return value

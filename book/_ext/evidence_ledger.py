@@ -1,0 +1,297 @@
+"""Sphinx extension: the evidence ledger, generated from the executed chapters.
+
+``lu.finding(...)`` glues a JSON record under ``<key>__record`` in every notebook.
+The ``evidence-ledger`` directive becomes, at write time, one table per claim that
+lists every recorded finding with its value, interval, control, test and the section
+that measured it. Nothing is typed by hand, and the build warns (``-W``: fails) when
+
+* a ``lu.finding("key", ...)`` call in a notebook's source has no record (it did not
+  run), or a record has no such call in the source it came from;
+* a recorded finding did not hold (a timing finding is listed with its status);
+* the page that holds the directive cannot find the executed notebooks' glue data.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import posixpath
+import re
+from pathlib import Path
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.application import Sphinx
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+logger = logging.getLogger(__name__)
+
+CLAIMS = {
+    0: "Background: two ways to normalize",
+    1: "Claim 1: batch dependence and parallel processing",
+    2: "Claim 2: variable sequence lengths",
+    3: "Claim 3: training stability",
+    4: "Claim 4: memory efficiency",
+    5: "Beyond the claims: after LayerNorm",
+    6: "Audit your own model",
+}
+FINDING_CALL = re.compile(r"""lu\.finding\(\s*["'](\w+)["']""")
+
+
+class ledger_placeholder(nodes.General, nodes.Element):
+    """Replaced by the tables once every chapter has been read."""
+
+
+class summary_placeholder(nodes.General, nodes.Element):
+    """Replaced by a figure of the chosen findings once every chapter has been read."""
+
+
+class EvidenceSummary(SphinxDirective):
+    """One panel per listed finding: measured value with interval, control, threshold.
+
+    The directive's content is the caption; ``:keys:`` lists the findings to draw.
+    """
+
+    has_content = True
+    option_spec = {"keys": directives.unchanged_required, "alt": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        self.env.metadata[self.env.docname]["evidence_ledger"] = True
+        node = summary_placeholder()
+        node["keys"] = self.options["keys"].split()
+        node["alt"] = self.options.get("alt", "")
+        node["caption"] = " ".join(self.content)
+        return [node]
+
+
+class EvidenceLedger(SphinxDirective):
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        self.env.metadata[self.env.docname]["evidence_ledger"] = True
+        return [ledger_placeholder()]
+
+
+def _glue_folder(app: Sphinx) -> Path:
+    folder = getattr(app.env.mystnb_config, "output_folder", "")
+    return Path(folder) if folder else Path(app.outdir).parent / "jupyter_execute"
+
+
+def _records(app: Sphinx) -> list[dict]:
+    out = []
+    folder = _glue_folder(app)
+    for docname in sorted(app.env.found_docs):
+        path = folder / f"{docname}.glue.json"
+        if not path.exists():
+            continue
+        for name, item in json.loads(path.read_text()).items():
+            if not name.endswith("__record"):
+                continue
+            text = item["data"]["text/plain"]
+            out.append({**json.loads(ast.literal_eval(text)), "docname": docname})
+    return out
+
+
+def _source_keys(app: Sphinx, docname: str) -> set[str]:
+    path = Path(app.env.doc2path(docname))
+    if path.suffix != ".ipynb":
+        return set()
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return set(FINDING_CALL.findall(code))
+
+
+def _section_id(app: Sphinx, docname: str, key: str) -> str:
+    doctree = app.env.get_doctree(docname)
+    for block in doctree.findall(nodes.literal_block):
+        if f'"{key}"' in block.astext() or f"'{key}'" in block.astext():
+            node = block
+            while node is not None and not isinstance(node, nodes.section):
+                node = node.parent
+            if node is not None and node["ids"]:
+                return node["ids"][0]
+    return ""
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.3g}"
+
+
+def _value_text(r: dict) -> str:
+    shown = _fmt(r["value"])
+    if r["ci"]:
+        shown += f" [{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]"
+    return f"{shown} {r['unit']}".strip()
+
+
+def _test_text(r: dict) -> str:
+    if r["expect"] == "within":
+        a, b = r["threshold"]
+        test = f"inside [{_fmt(a)}, {_fmt(b)}]"
+    else:
+        test = f"{r['expect']} {_fmt(r['threshold'])}"
+    what = "interval" if r["ci"] else "value"
+    status = "holds" if r["passed"] else "does NOT hold here"
+    timing = " (timing: strict only in CI)" if r["timing"] else ""
+    return f"{what} {test}: {status}{timing}"
+
+
+def _row(cells: list[nodes.Node]) -> nodes.row:
+    row = nodes.row()
+    for c in cells:
+        entry = nodes.entry()
+        entry += c if isinstance(c, nodes.paragraph) else nodes.paragraph(text=str(c))
+        row += entry
+    return row
+
+
+HEADER = [
+    "Finding",
+    "Measured [95% interval]",
+    "Control",
+    "Test",
+    "Shape; interval over",
+]
+
+
+def _table(app: Sphinx, fromdoc: str, records: list[dict]) -> nodes.table:
+    table = nodes.table(classes=["evidence-ledger"])
+    group = nodes.tgroup(cols=len(HEADER))
+    table += group
+    for width in (34, 18, 16, 16, 16):
+        group += nodes.colspec(colwidth=width)
+    head = nodes.thead()
+    head += _row(HEADER)
+    group += head
+    body = nodes.tbody()
+    for r in records:
+        uri = app.builder.get_relative_uri(fromdoc, r["docname"])
+        anchor = _section_id(app, r["docname"], r["key"])
+        para = nodes.paragraph()
+        para += nodes.reference(
+            "", r["statement"], refuri=uri + ("#" + anchor if anchor else "")
+        )
+        para += nodes.Text(" ")
+        para += nodes.literal(text=r["key"])
+        control = r["control_label"]
+        if r["control"] is not None:
+            control += f": {_fmt(r['control'])} {r['unit']}".rstrip()
+        shape = "; ".join(s for s in (r["shape"], r["ci_source"]) if s) or "-"
+        body += _row([para, _value_text(r), control, _test_text(r), shape])
+    group += body
+    return table
+
+
+def _check(app: Sphinx, records: list[dict]) -> None:
+    recorded = {(r["docname"], r["key"]) for r in records}
+    docs = {r["docname"] for r in records} | {
+        d for d in app.env.found_docs if str(app.env.doc2path(d)).endswith(".ipynb")
+    }
+    for docname in sorted(docs):
+        in_source = _source_keys(app, docname)
+        for key in sorted(in_source - {k for d, k in recorded if d == docname}):
+            logger.warning(
+                f"evidence ledger: finding {key!r} in {docname} has no record"
+            )
+        for key in sorted({k for d, k in recorded if d == docname} - in_source):
+            logger.warning(
+                f"evidence ledger: record {key!r} has no lu.finding in {docname}"
+            )
+    for r in records:
+        if not r["passed"] and not r["timing"]:
+            logger.warning(f"evidence ledger: finding {r['key']!r} did not hold")
+
+
+SHORT = {0: "Background", 1: "Claim 1", 2: "Claim 2", 3: "Claim 3", 4: "Claim 4"}
+
+
+def _draw_summary(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(3.0 * len(records), 3.4))
+    for ax, r in zip(list(getattr(axes, "flat", [axes])), records):
+        lo, hi = r["ci"] or (r["value"], r["value"])
+        values = [r["value"], r["control"] if r["control"] is not None else 0.0]
+        ax.bar([0, 1], values, color=["#d62728", "#1f77b4"], width=0.6)
+        ax.errorbar([0], [r["value"]], yerr=[[r["value"] - lo], [hi - r["value"]]],
+                    color="black", capsize=6, lw=1.5)  # fmt: skip
+        for t in r["threshold"] if r["expect"] == "within" else [r["threshold"]]:
+            ax.axhline(t, color="gray", ls="--", lw=1)
+        ax.set_xticks([0, 1], ["measured", r["control_label"][:18]])
+        ax.set_ylabel(r["unit"] or "value")
+        label = SHORT.get(r["claim"], f"Chapter {r['claim']}")
+        ax.set_title(f"{label}\n{r['key']}", fontsize=9)
+    fig.tight_layout()
+    fig.patch.set_facecolor("white")
+    fig.savefig(path, dpi=110, facecolor="white")
+    plt.close(fig)
+
+
+def _summary_figure(app: Sphinx, docname: str, node: summary_placeholder, records):
+    by_key = {r["key"]: r for r in records}
+    missing = [k for k in node["keys"] if k not in by_key]
+    if missing:
+        logger.warning(f"evidence summary: no finding recorded for {missing}")
+        return nodes.paragraph(text="(summary figure unavailable: findings missing)")
+    images = Path(app.outdir) / "_images"
+    images.mkdir(parents=True, exist_ok=True)
+    _draw_summary([by_key[k] for k in node["keys"]], images / "evidence_summary.png")
+    page = app.builder.get_target_uri(docname)
+    uri = posixpath.relpath(
+        "_images/evidence_summary.png", posixpath.dirname(page) or "."
+    )
+    alt, caption = (
+        html.escape(node["alt"] or node["caption"]),
+        html.escape(node["caption"]),
+    )
+    markup = (
+        f'<figure class="evidence-summary" id="fig-evidence-summary">'
+        f'<img src="{uri}" alt="{alt}" style="max-width: 100%"/>'
+        f"<figcaption><p>{caption}</p></figcaption></figure>"
+    )
+    return nodes.raw("", markup, format="html")
+
+
+def resolve(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    summaries = list(doctree.findall(summary_placeholder))
+    placeholders = list(doctree.findall(ledger_placeholder))
+    if not placeholders and not summaries:
+        return
+    records = _records(app)
+    for node in summaries:
+        node.replace_self(_summary_figure(app, docname, node, records))
+    if not placeholders:
+        return
+    if not records:
+        logger.warning("evidence ledger: no findings found in the executed notebooks")
+    _check(app, records)
+    content: list[nodes.Node] = []
+    n_docs = len({r["docname"] for r in records})
+    content.append(
+        nodes.paragraph(text=f"{len(records)} findings from {n_docs} pages.")
+    )
+    for claim in sorted({r["claim"] for r in records}):
+        group = [r for r in records if r["claim"] == claim]
+        content.append(nodes.rubric(text=CLAIMS.get(claim, f"Claim {claim}")))
+        content.append(_table(app, docname, group))
+    for node in placeholders:
+        node.replace_self(content)
+
+
+def always_outdated(app, env, added, changed, removed) -> list[str]:
+    return [d for d, meta in env.metadata.items() if meta.get("evidence_ledger")]
+
+
+def setup(app: Sphinx) -> dict:
+    app.add_node(ledger_placeholder)
+    app.add_node(summary_placeholder)
+    app.add_directive("evidence-ledger", EvidenceLedger)
+    app.add_directive("evidence-summary", EvidenceSummary)
+    app.connect("doctree-resolved", resolve)
+    app.connect("env-get-outdated", always_outdated)
+    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
