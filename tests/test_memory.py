@@ -151,3 +151,19 @@ def test_activation_bytes_leave_out_parameters():
     got = lu.activation_bytes(lu.make_norm("batch", C), x)
     assert got == parts["input"] + parts["intermediates"] + parts["statistics"]
     assert got == B * T * C * 4 + 2 * C * 4
+
+
+def test_interleaved_times_gives_every_function_its_samples():
+    x = torch.randn(128, 128)
+    t = lu.interleaved_times(
+        {"slow": lambda: x @ x @ x, "fast": lambda: x[0, 0] + 1},
+        repeats=3,
+        best_of=2,
+        min_seconds=1e-4,
+    )
+    assert set(t) == {"slow", "fast"} and all(len(v) == 3 for v in t.values())
+    assert min(t["slow"]) > max(t["fast"])
+    with pytest.raises(ValueError, match="dict"):
+        lu.interleaved_times({})
+    with pytest.raises(ValueError, match="callable"):
+        lu.interleaved_times({"a": 3})

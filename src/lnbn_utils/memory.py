@@ -26,6 +26,7 @@ __all__ = [
     "cache_sizes",
     "keep_freed_memory",
     "median_time",
+    "interleaved_times",
     "time_ratios",
     "time_ratio",
 ]
@@ -340,6 +341,43 @@ def median_time(
     return statistics.median(_one_timing(fn, number) for _ in range(repeats))
 
 
+def interleaved_times(
+    fns: dict[Any, Callable[[], Any]],
+    repeats: int = 5,
+    best_of: int = 3,
+    min_seconds: float = 2e-3,
+) -> dict[Any, list[float]]:
+    """``repeats`` samples of the time of one call of each function, interleaved.
+
+    Within a sample every function is timed ``best_of`` times, in an order that
+    rotates from round to round, and the sample is the minimum: contention, which
+    only ever adds time, is cut by the minimum, and a change of the machine's state
+    between samples affects every function alike, so ratios of the samples (to a
+    copy, say) are stable. Times are seconds of this process's CPU time, as in
+    ``median_time``: that leaves out time when the OS runs another program, not
+    contention for the cache and memory bandwidth while this one runs. Make each
+    function reset what it accumulates (``x.grad = None``) so every call does the
+    same work.
+    """
+    if not isinstance(fns, dict) or not fns:
+        raise ValueError(f"expected a non-empty dict of callables, got {fns!r}")
+    _check_callable(*fns.values())
+    _check_repeats(repeats)
+    _check_repeats(best_of)
+    names = list(fns)
+    number = {k: _calls_per_timing(fns[k], min_seconds) for k in names}
+    out: dict[Any, list[float]] = {k: [] for k in names}
+    for i in range(repeats):
+        best = dict.fromkeys(names, float("inf"))
+        for j in range(best_of):
+            shift = (i * best_of + j) % len(names)
+            for k in names[shift:] + names[:shift]:
+                best[k] = min(best[k], _one_timing(fns[k], number[k]))
+        for k in names:
+            out[k].append(best[k])
+    return out
+
+
 def time_ratios(
     fn: Callable[[], Any],
     baseline: Callable[[], Any],
@@ -349,38 +387,13 @@ def time_ratios(
 ) -> list[float]:
     """``repeats`` samples of time(``fn()``) / time(``baseline()``), interleaved.
 
-    Each sample times ``fn`` and ``baseline`` back to back (in swapped order every
-    other time), ``best_of`` times each, and divides the two minima: a change of the
-    machine's state (other programs' memory traffic, frequency) affects both alike,
-    and contention, which only ever adds time, is cut by the minimum. Times are CPU
-    time of this process, as in ``median_time``, which does not remove contention
-    for the cache and memory bandwidth: take a median, or a bootstrap interval, of
-    the samples. Make ``fn`` reset what it accumulates (``x.grad = None``) so that
-    every call does the same work.
+    The two are timed back to back, in alternating order, ``best_of`` times per
+    sample, and the sample is the ratio of the minima (``interleaved_times``).
+    Take a median, or a bootstrap interval, of the samples.
     """
     _check_callable(fn, baseline)
-    _check_repeats(repeats)
-    _check_repeats(best_of)
-    n_fn, n_base = (
-        _calls_per_timing(fn, min_seconds),
-        _calls_per_timing(baseline, min_seconds),
-    )
-    ratios = []
-    for i in range(repeats):
-        ta = tb = float("inf")
-        for j in range(best_of):
-            if (i + j) % 2:
-                tb, ta = (
-                    min(tb, _one_timing(baseline, n_base)),
-                    min(ta, _one_timing(fn, n_fn)),
-                )
-            else:
-                ta, tb = (
-                    min(ta, _one_timing(fn, n_fn)),
-                    min(tb, _one_timing(baseline, n_base)),
-                )
-        ratios.append(ta / tb)
-    return ratios
+    t = interleaved_times({"fn": fn, "base": baseline}, repeats, best_of, min_seconds)
+    return [a / b for a, b in zip(t["fn"], t["base"])]
 
 
 def time_ratio(
