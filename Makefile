@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 2
+# Extra pip options, empty here. CI on GitHub sets the PyTorch CPU index, e.g.
+#   make test PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+# (otherwise torch==2.13.0 resolves to the ~3.7 GB CUDA build on Linux).
+PIP_EXTRA ?=
 
 .PHONY: setup book test test-lib test-notebooks test-seeds lint test-build test-browser test-colab clean
 
@@ -13,19 +17,44 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -r requirements.txt
 	touch $(STAMP)
 
+# The HTML book, then the reader notebooks (executed copies, glue and citations filled in) that
+# its download and Colab buttons serve. The execution cache is keyed on the notebooks' code,
+# src/lnbn_utils, the requirements and LNBN_SEED (tools/exec_cache.py, run by the build).
 book: setup
+	$(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build .
+	$(BIN)/python tools/reader_notebooks.py
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
+
+.PHONY: reader pdf lint-workflows
+reader: book
+
+# The whole book as one PDF, offline: a single-page build printed by headless Chromium with a
+# local MathJax (needs Debian's chromium + chromium-driver and npm, as test-browser does).
+pdf: setup
+	$(BIN)/python -m pip install --quiet -r requirements-browser.txt
+	$(BIN)/jupyter-book build . --builder singlehtml
+	$(BIN)/python tools/pdf.py _build/singlehtml/index.html _build/pdf/lnbn-book.pdf
+	@if [ -d _build/html ]; then cp _build/pdf/lnbn-book.pdf _build/html/; fi
+	@echo "PDF: $(CURDIR)/_build/pdf/lnbn-book.pdf"
+
+# Schema check of the GitHub workflows (check-jsonschema's bundled GitHub-workflow schema, offline).
+lint-workflows: setup
+	$(BIN)/python -m pip install --quiet -r requirements-lint.txt
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 test: setup test-lib test-notebooks test-build
 
 # The formatter gate (ruff.toml: 88 columns). Paths join LINT_PATHS as they are converted.
 LINT_PATHS ?= src/lnbn_utils/stats.py src/lnbn_utils/findings.py book/_ext \
 	tests/test_stats.py tests/test_findings.py tests/test_glue_refs.py \
-	tests/test_evidence_ledger.py
+	tests/test_evidence_ledger.py src/lnbn_utils/audit.py tests/test_audit.py \
+	tools tests/test_book.py tests/browser/test_pages.py \
+	src/lnbn_utils/parallel_experiment.py src/lnbn_utils/distributed.py \
+	tests/test_jacobian.py tests/test_distributed.py tests/test_parallel_experiment.py
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
@@ -48,27 +77,30 @@ test-seeds: setup
 	    -n $(JOBS) book --durations=0 || exit 1; \
 	done
 
+# tools/prefill_cache.py executes the notebooks into the build's cache on both cores first.
 test-build: setup
+	$(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
-# Headless Chromium over the built book (needs Debian's chromium + chromium-driver, and npm for MathJax).
-# Screenshots of every page land in _build/screenshots/.
-test-browser: setup
+# Headless Chromium over the built book (needs Debian's chromium + chromium-driver, and npm for MathJax):
+# every page, and the reader notebooks behind its download buttons. Screenshots: _build/screenshots/.
+test-browser: book
 	$(BIN)/python -m pip install --quiet -r requirements-browser.txt
-	$(BIN)/jupyter-book build .
 	LNBN_REQUIRE_BROWSER=1 $(BIN)/pytest -q tests/browser
 	@echo "Screenshots: $(CURDIR)/_build/screenshots/"
 
-# The Colab path: a fresh venv with only torch, matplotlib and a kernel (as on Colab); each notebook's
-# hidden install cell installs lnbn_utils from a clone of this repository's committed HEAD.
+# The Colab path, on the reader notebooks readers get (_build/reader, written by `make book`): a fresh
+# venv with only torch, matplotlib and a kernel (as on Colab); each notebook's hidden install cell
+# installs lnbn_utils, at the commit the book was built from, from a clone of this repository.
 COLAB_VENV := _build/colab-venv
-test-colab:
+test-colab: book
 	rm -rf $(COLAB_VENV) _build/colab-repo
 	$(PYTHON) -m venv $(COLAB_VENV)
-	$(COLAB_VENV)/bin/python -m pip install --quiet torch==2.13.0 matplotlib==3.11.2 ipykernel==7.4.0 nbclient==0.11.0
+	$(COLAB_VENV)/bin/python -m pip install --quiet $(PIP_EXTRA) torch==2.13.0 matplotlib==3.11.2 ipykernel==7.4.0 nbclient==0.11.0
 	git clone --quiet . _build/colab-repo && git -C _build/colab-repo checkout --quiet -B main
-	LNBN_INSTALL_FROM=file://$(CURDIR)/_build/colab-repo JOBS=$(JOBS) $(COLAB_VENV)/bin/python tools/colab_check.py _build/colab-repo/book
+	$(BIN)/python tools/reader_notebooks.py --check _build/reader/book/*.ipynb
+	LNBN_INSTALL_FROM=file://$(CURDIR)/_build/colab-repo JOBS=$(JOBS) $(COLAB_VENV)/bin/python tools/colab_check.py _build/reader/book
 
 clean:
 	rm -rf _build

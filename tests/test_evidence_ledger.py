@@ -47,7 +47,8 @@ def _build(tmp_path: Path, *sources: str) -> subprocess.CompletedProcess:
     (tmp_path / "chapter.ipynb").write_text(_notebook(*sources))
     (tmp_path / "evidence.md").write_text(
         "# Ledger\n\n```{evidence-summary}\n:keys: tiny_gap\n:alt: A bar chart\n"
-        "The gap and its control.\n```\n\n```{evidence-ledger}\n```\n"
+        "The gap and its control.\n```\n\n```{evidence-ledger}\n```\n\n"
+        "Gap: {glue:text}`chapter.ipynb::tiny_gap_ci:s`.\n"
     )
     cmd = [str(JB), "build", str(tmp_path), "-W", "--keep-going"]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
@@ -61,6 +62,7 @@ def test_the_ledger_lists_a_finding_with_its_interval_and_a_link(tmp_path):
     assert "A tiny gap is positive" in html and "0.5 [0.2, 0.8] nats" in html
     assert 'href="chapter.html#section-a"' in html
     assert "1 findings from 1 pages" in html
+    assert ">0.5 [0.2, 0.8]</span>." in html  # an interval glues without quotes
     assert 'alt="A bar chart"' in html and "The gap and its control." in html
     assert (tmp_path / "_build/html/_images/evidence_summary.png").stat().st_size > 1000
 

@@ -18,7 +18,6 @@ LITERAL = re.compile(r"""^["'](\w+)["']$""")
 # Chapters still being rebuilt onto the findings API (emptied as each one lands).
 PENDING = {
     "00_two_norms.ipynb",
-    "01_batch_dependence.ipynb",
     "02_variable_length.ipynb",
     "03_training_stability.ipynb",
     "04_memory_and_compute.ipynb",

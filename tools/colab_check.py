@@ -1,13 +1,17 @@
-"""Run every chapter the way Colab does: a bare environment, then the notebook's own install cell.
+"""Run every chapter as Colab does: a bare environment, then its own install cell.
 
-    make test-colab                     # or: python tools/colab_check.py [BOOK_DIR]
+    make test-colab                     # or: python tools/colab_check.py [NOTEBOOK_DIR]
 
+``make test-colab`` runs it on the reader notebooks (``_build/reader/book``, written by
+``tools/reader_notebooks.py``), the copies the Colab and download buttons give readers.
 The Makefile builds a fresh virtual environment holding only torch, matplotlib and a
 Jupyter kernel (what Colab has; no lnbn_utils, no myst-nb), then runs this script with
-that environment's Python. ``LNBN_INSTALL_FROM`` points each notebook's hidden install
-cell at a local clone of the repository instead of GitHub, which forces the install.
-Each notebook runs top to bottom in its own kernel; any error fails the check.
+that environment's Python. Each notebook's install cell finds lnbn_utils missing and
+installs it at the commit the book was built from; ``LNBN_INSTALL_FROM`` points it at a
+local clone of the repository instead of GitHub. Each notebook runs top to bottom in its
+own kernel; any error fails the check.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +30,12 @@ def run(path: Path) -> tuple[str, float, str | None]:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
         error = None
     except Exception as exc:  # report and go on with the others
         error = f"{type(exc).__name__}: {str(exc)[-1500:]}"
@@ -35,17 +44,22 @@ def run(path: Path) -> tuple[str, float, str | None]:
 
 def main() -> int:
     if not os.environ.get("LNBN_INSTALL_FROM"):
-        print("set LNBN_INSTALL_FROM to the repository to install from (e.g. file:///path/to/clone)")
+        print(
+            "set LNBN_INSTALL_FROM to the repository to install from (e.g. file:///path/to/clone)"
+        )
         return 2
     try:
         import lnbn_utils  # noqa: F401
-        print("lnbn_utils is already importable here: this is not a Colab-like environment")
+
+        print("lnbn_utils is already importable here: not a Colab-like environment")
         return 2
     except ImportError:
         pass
     book = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "book"
     notebooks = sorted(book.glob("*.ipynb"))
-    results = [run(notebooks[0])]  # the first install runs alone; the others then find it done
+    results = [
+        run(notebooks[0])
+    ]  # the first install runs alone; the others then find it done
     with ThreadPoolExecutor(max_workers=int(os.environ.get("JOBS", "2"))) as pool:
         results += list(pool.map(run, notebooks[1:]))
     failed = 0

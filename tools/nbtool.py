@@ -1,17 +1,19 @@
 """Keep the book's notebooks in their committed form.
 
-    python tools/nbtool.py          # fix: strip outputs, kernelspec python3, sync the Colab cell
+    python tools/nbtool.py          # fix: strip outputs, kernelspec, install cell
     python tools/nbtool.py --check  # report what is off, exit 1 if anything is
 
-Every chapter's first code cell installs lnbn_utils on Colab. Its repository URL is
-read from ``_config.yml`` (``repository.url``), the one place it is set. The
-environment variable ``LNBN_INSTALL_FROM`` overrides it at run time (the Colab-path
-test points it at a local clone) and forces the install outside Colab too.
+Every chapter's first code cell (hidden in the online book) installs lnbn_utils where
+it is not importable: Colab, Kaggle, Binder, a downloaded notebook. The committed cell
+names no repository; the reader copies published with the book
+(``tools/reader_notebooks.py``) fill in the repository URL and the exact commit that
+built the page. ``LNBN_INSTALL_FROM`` overrides the repository at run time (the
+Colab-path check points it at a local clone).
 """
+
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -20,35 +22,51 @@ COLAB_TAG = "colab-install"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def repo_url() -> str:
-    m = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", (ROOT / "_config.yml").read_text(), re.M)
-    if not m:
-        raise SystemExit("_config.yml has no repository.url")
-    return m.group(1)
+def colab_cell_source() -> str:
+    """The hidden first code cell: install lnbn_utils only where it is missing.
+
+    In the committed notebooks ``REPO`` and ``COMMIT`` are empty; the reader copies
+    that ``tools/reader_notebooks.py`` publishes fill them with the repository the
+    book is published from and the exact commit that built it.
+    """
+    return _COLAB_CELL.strip("\n")
 
 
-def colab_cell_source(url: str, branch: str = "main") -> str:
-    return (
-        "# Colab only: install lnbn_utils from the book's repository (Colab's own torch is kept).\n"
-        "import os, sys\n"
-        'if "google.colab" in sys.modules or os.environ.get("LNBN_INSTALL_FROM"):\n'
-        f'    REPO = os.environ.get("LNBN_INSTALL_FROM", "{url}")\n'
-        f'    %pip install -q "git+{{REPO}}@{branch}"  # no reinstall of torch: it is already there'
-    )
+_COLAB_CELL = """
+# Install lnbn_utils where it is missing (Colab, Kaggle, Binder, a downloaded copy),
+# keeping the torch already there. Published copies pin the commit that built the book.
+import os
+import sys  # noqa: F401  (later hidden cells may look for "google.colab" in it)
+
+REPO = ""  # the repository the book is published from (set in published copies)
+COMMIT = ""  # the commit that built the published page (set in published copies)
+try:
+    import lnbn_utils  # noqa: F401
+except ImportError:
+    REPO = os.environ.get("LNBN_INSTALL_FROM") or REPO
+    if not REPO:
+        raise ImportError(
+            "lnbn_utils is not installed and this copy of the notebook does not say "
+            "where the book is published. Open the chapter from the online book (its "
+            "download or Colab button), or pip install the library as the README says."
+        ) from None
+    SPEC = f"git+{REPO}@{COMMIT or 'main'}"
+    %pip install -q {SPEC}
+"""
 
 
-def colab_cell(url: str) -> dict:
+def colab_cell() -> dict:
     return {
         "cell_type": "code",
         "id": "colab-install",
         "execution_count": None,
         "metadata": {"tags": ["remove-cell", COLAB_TAG]},
         "outputs": [],
-        "source": colab_cell_source(url).splitlines(keepends=True),
+        "source": colab_cell_source().splitlines(keepends=True),
     }
 
 
-def fixed(nb: dict, url: str) -> dict:
+def fixed(nb: dict) -> dict:
     """The notebook as it should be committed."""
     nb = json.loads(json.dumps(nb))
     for cell in nb["cells"]:
@@ -58,9 +76,11 @@ def fixed(nb: dict, url: str) -> dict:
             cell["source"] = cell["source"].splitlines(keepends=True)
     nb["metadata"]["kernelspec"] = dict(KERNELSPEC)
     nb["metadata"].pop("widgets", None)
-    cells = [c for c in nb["cells"] if COLAB_TAG not in c.get("metadata", {}).get("tags", [])]
+    cells = [
+        c for c in nb["cells"] if COLAB_TAG not in c.get("metadata", {}).get("tags", [])
+    ]
     title = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), 0)
-    cells.insert(title + 1, colab_cell(url))  # right after the title cell
+    cells.insert(title + 1, colab_cell())  # right after the title cell
     for i, cell in enumerate(cells):
         cell.setdefault("id", f"cell-{i}")  # nbformat 4.5 wants an id on every cell
     nb["cells"] = cells
@@ -69,10 +89,10 @@ def fixed(nb: dict, url: str) -> dict:
 
 
 def main(check: bool) -> int:
-    url, bad = repo_url(), []
+    bad = []
     for path in sorted((ROOT / "book").glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        want = fixed(nb, url)
+        want = fixed(nb)
         if want != nb:
             bad.append(path.relative_to(ROOT))
             if not check:

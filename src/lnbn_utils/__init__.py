@@ -14,11 +14,27 @@ from .masking import *  # noqa: F401,F403
 from .memory import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .norms import *  # noqa: F401,F403
+from .parallel_experiment import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
-from . import batching, data, distributed, findings, folding, glue, jacobian, masking, memory, models, norms, plotting, probes, repro, stats, train  # noqa: F401
+from . import batching, data, distributed, findings, folding, glue, jacobian, masking, memory, models, norms, parallel_experiment, plotting, probes, repro, stats, train  # noqa: F401
 
 __version__ = "0.1.0"
+
+_AUDIT_NAMES = ("audit", "AuditReport", "CheckResult", "PaddingSpec", "norm_inventory")
+
+
+def __getattr__(name: str):
+    """Import the auditor on first use, so ``python -m lnbn_utils.audit`` runs it cleanly.
+
+    ``lu.audit`` is the module, and calling it runs ``lu.audit.audit``.
+    """
+    if name in _AUDIT_NAMES:
+        import importlib
+
+        mod = importlib.import_module(".audit", __name__)
+        return mod if name == "audit" else getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

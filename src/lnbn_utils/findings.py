@@ -28,6 +28,15 @@ from .stats import fmt_ci
 __all__ = ["Finding", "finding", "strict_timing", "recorded_findings"]
 
 Threshold = Union[float, tuple[float, float]]
+
+
+class _Text(str):
+    """A string that displays without quotes, so ``{glue:text}`key_ci``` reads well."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 _RECORDED: dict[str, "Finding"] = {}
 
 
@@ -176,7 +185,7 @@ def finding(
     )
     _RECORDED[key] = f
     glue(key, f.value)
-    glue(key + "_ci", fmt_ci(f.value, f.ci) if f.ci else f"{f.value:.3g}")
+    glue(key + "_ci", _Text(fmt_ci(f.value, f.ci) if f.ci else f"{f.value:.3g}"))
     if f.control is not None:
         glue(key + "_control", f.control)
     glue(key + "__record", json.dumps({**asdict(f), "passed": f.passed()}))

@@ -1,0 +1,115 @@
+"""The book's own Sphinx extension (``sphinx.local_extensions`` in _config.yml).
+
+* When a build starts: clears the execution cache if the library, the requirements or
+  ``LNBN_SEED`` changed since it was filled (``tools/exec_cache.py``).
+* On every page: a ``<meta name="description">`` and Open Graph / Twitter card tags
+  (title, description, the page's address and first figure when ``html.baseurl`` is
+  set), and "Last updated on" from the last git commit that touched the page's source.
+* With ``LNBN_BOOK_PDF=1`` (set by the Pages workflow, which publishes the PDF): a
+  "PDF" entry in every page's download menu, linking ``lnbn-book.pdf`` at the site root.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import exec_cache  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PDF_NAME = "lnbn-book.pdf"
+
+
+def _clear_stale_cache(app, config) -> None:
+    cache = getattr(config, "nb_execution_cache_path", "") or str(
+        Path(app.outdir).parent / ".jupyter_cache"
+    )
+    exec_cache.ensure(Path(cache).parent, log=lambda m: print(m, flush=True))
+
+
+@lru_cache(maxsize=None)
+def _git_date(path: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%cs", "--", path],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out
+
+
+def _description(doctree, limit: int = 200) -> str:
+    from docutils import nodes
+
+    for para in doctree.findall(nodes.paragraph):
+        text = " ".join(para.astext().split())
+        if len(text) > 40:
+            return (
+                text
+                if len(text) <= limit
+                else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+            )
+    return ""
+
+
+def _page_context(app, pagename, templatename, context, doctree) -> None:
+    if doctree is None:
+        return
+    base = (app.config.html_baseurl or "").rstrip("/")
+    title = re.sub(r"<[^>]+>", "", context.get("title", "")) or app.config.html_title
+    site = app.config.html_title or app.config.project
+    desc = _description(doctree) or site
+    tags = [
+        f'<meta name="description" content="{html.escape(desc)}" />',
+        '<meta property="og:type" content="article" />',
+        f'<meta property="og:site_name" content="{html.escape(site)}" />',
+        f'<meta property="og:title" content="{html.escape(title)}" />',
+        f'<meta property="og:description" content="{html.escape(desc)}" />',
+    ]
+    image = ""
+    if base:
+        tags.append(f'<meta property="og:url" content="{base}/{pagename}.html" />')
+        body = context.get("body", "")
+        m = re.search(r'<img[^>]+src="(?:\.\./)*(_images/[^"]+\.png)"', body)
+        if m:
+            image = f"{base}/{m.group(1)}"
+            tags.append(f'<meta property="og:image" content="{image}" />')
+    card = "summary_large_image" if image else "summary"
+    tags.append(f'<meta name="twitter:card" content="{card}" />')
+    context["metatags"] = context.get("metatags", "") + "\n".join(tags) + "\n"
+
+    source = app.env.doc2path(pagename)
+    date = _git_date(str(source))
+    if date:
+        context["last_updated"] = date
+
+    if os.environ.get("LNBN_BOOK_PDF") == "1":
+        for button in context.get("header_buttons", []):
+            if button.get("label") == "download-buttons":
+                button["buttons"].append(
+                    {
+                        "type": "link",
+                        "url": context["pathto"](PDF_NAME, 1),
+                        "text": ".pdf (whole book)",
+                        "icon": "fas fa-file-pdf",
+                        "tooltip": "Download the whole book as a PDF",
+                        "label": "download-book-pdf-button",
+                    }
+                )
+
+
+def setup(app):
+    app.connect("config-inited", _clear_stale_cache)
+    # after sphinx-book-theme has assembled its header buttons (priority 501+)
+    app.connect("html-page-context", _page_context, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
