@@ -54,7 +54,11 @@ LINT_PATHS ?= src/lnbn_utils/stats.py src/lnbn_utils/findings.py book/_ext \
 	tests/test_evidence_ledger.py src/lnbn_utils/audit.py tests/test_audit.py \
 	tools tests/test_book.py tests/browser/test_pages.py \
 	src/lnbn_utils/parallel_experiment.py src/lnbn_utils/distributed.py \
-	tests/test_jacobian.py tests/test_distributed.py tests/test_parallel_experiment.py
+	tests/test_jacobian.py tests/test_distributed.py tests/test_parallel_experiment.py \
+	src/lnbn_utils/charlm_experiment.py src/lnbn_utils/probes.py \
+	tests/test_charlm_experiment.py tests/test_probes.py \
+	book/00_two_norms.ipynb book/02_variable_length.ipynb src/lnbn_utils/tasks.py \
+	tests/test_tasks.py
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)

@@ -69,3 +69,50 @@ def test_model_rejects_bad_input():
         model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="all-padding row"):
         model(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[False] * 3, [True] * 3]))
+
+
+def test_rotary_preserves_norms_and_depends_only_on_offsets():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8, generator=g), torch.randn(1, 1, 1, 8, generator=g)
+    T = 7
+    rq = lu.apply_rotary(q.expand(1, 1, T, 8))  # the same query at every position
+    rk = lu.apply_rotary(k.expand(1, 1, T, 8))
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1).expand(1, 1, T))
+    scores = (rq[0, 0] @ rk[0, 0].T).double()  # (T, T): q_t . k_s
+    for offset in range(-3, 4):  # constant along each diagonal t - s = offset
+        diag = scores.diagonal(offset)
+        torch.testing.assert_close(diag, diag[:1].expand_as(diag), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lu.apply_rotary(q), q)  # position 0: no rotation
+    with pytest.raises(ValueError, match="even head size"):
+        lu.apply_rotary(torch.randn(1, 1, 3, 5))
+
+
+@pytest.mark.parametrize("position", ["none", "rotary"])
+def test_position_options_without_embedding(position):
+    """No position embedding is added; a classifier without positions ignores order."""
+    torch.manual_seed(0)
+    model = tiny(position=position, causal=False, n_classes=2).eval()
+    idx = torch.randint(11, (2, 9))
+    perm = torch.randperm(9)
+    moved = (model(idx) - model(idx[:, perm])).abs().max().item()
+    if position == "none":  # permutation-invariant: mean pooling of an equivariant map
+        assert moved < 1e-5, moved
+    else:  # rotary positions make order matter
+        assert moved > 1e-6, moved
+    before = model(idx)
+    with torch.no_grad():
+        model.pos_emb.weight.normal_()  # the (unused) embedding table has no effect
+    torch.testing.assert_close(model(idx), before)
+
+
+def test_rotary_lm_is_causal_and_rejects_odd_heads():
+    torch.manual_seed(0)
+    model = tiny(position="rotary").eval()
+    idx = torch.randint(11, (2, 10))
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 11
+    torch.testing.assert_close(model(idx)[:, :6], model(changed)[:, :6])
+    with pytest.raises(ValueError, match="even head size"):
+        lu.TransformerConfig(n_embd=6, n_head=2, position="rotary")
+    with pytest.raises(ValueError, match="expected position in"):
+        lu.TransformerConfig(position="sinusoidal")

@@ -1,4 +1,5 @@
-"""Tests for lnbn_utils.probes: PowerNorm's fluctuation, batch sampling, TID and its recorder, train_char_lm."""
+"""Tests for lnbn_utils.probes: fluctuation, batch sampling, TID, recorder, null."""
+
 import copy
 
 import pytest
@@ -9,13 +10,14 @@ from hypothesis import strategies as st
 
 import lnbn_utils as lu
 
-
-# --- PowerNorm's fluctuation -------------------------------------------------------------------------------
+# --- PowerNorm's fluctuation ----------------------------------------------------------
 
 
 def test_stat_distance_by_hand():
     zero, one = torch.zeros(4), torch.ones(4)
-    d_mean, d_var = lu.stat_distance(torch.tensor([3.0, 4.0, 0.0, 0.0]), torch.full((4,), 2.0), zero, one)
+    d_mean, d_var = lu.stat_distance(
+        torch.tensor([3.0, 4.0, 0.0, 0.0]), torch.full((4,), 2.0), zero, one
+    )
     assert d_mean == pytest.approx(5.0 / 4)  # ||(3, 4, 0, 0)|| / C
     assert d_var == pytest.approx(2.0 / 4)  # ||(1, 1, 1, 1)|| / C
 
@@ -29,7 +31,10 @@ def test_powernorm_fluctuation_matches_stat_distance_per_batch():
     g = torch.Generator().manual_seed(0)
     batches = torch.randn(5, 7, 3, generator=g) * 2 + 1  # (K, N, C)
     mean, var = torch.randn(3, generator=g), torch.rand(3, generator=g) + 0.5
-    per_batch = [lu.stat_distance(b.mean(0), b.var(0, unbiased=False), mean, var) for b in batches]
+    per_batch = [
+        lu.stat_distance(b.mean(0), b.var(0, unbiased=False), mean, var)
+        for b in batches
+    ]
     d_mean, d_var = lu.powernorm_fluctuation(batches, mean, var)
     assert d_mean == pytest.approx(sum(p[0] for p in per_batch) / 5)
     assert d_var == pytest.approx(sum(p[1] for p in per_batch) / 5)
@@ -37,9 +42,13 @@ def test_powernorm_fluctuation_matches_stat_distance_per_batch():
 
 def test_powernorm_fluctuation_is_zero_when_every_batch_has_the_reference_statistics():
     mean, std = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
-    batch = torch.stack([mean - std, mean + std])  # (2, C): mean `mean`, biased var std^2
+    batch = torch.stack(
+        [mean - std, mean + std]
+    )  # (2, C): mean `mean`, biased var std^2
     d_mean, d_var = lu.powernorm_fluctuation(batch.expand(4, 2, 2), mean, std**2)
-    assert d_mean == pytest.approx(0.0, abs=1e-7) and d_var == pytest.approx(0.0, abs=1e-6)
+    assert d_mean == pytest.approx(0.0, abs=1e-7) and d_var == pytest.approx(
+        0.0, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("shape", [(7, 3), (4, 1, 3)])
@@ -51,18 +60,26 @@ def test_powernorm_fluctuation_rejects_bad_batches(shape):
 def test_powernorm_fluctuation_shrinks_like_one_over_sqrt_n_for_iid_batches():
     g = torch.Generator().manual_seed(1)
     zero, one = torch.zeros(16), torch.ones(16)
-    small = lu.powernorm_fluctuation(torch.randn(200, 16, 16, generator=g), zero, one)[0]
-    large = lu.powernorm_fluctuation(torch.randn(200, 1024, 16, generator=g), zero, one)[0]
+    small = lu.powernorm_fluctuation(torch.randn(200, 16, 16, generator=g), zero, one)[
+        0
+    ]
+    large = lu.powernorm_fluctuation(
+        torch.randn(200, 1024, 16, generator=g), zero, one
+    )[0]
     assert small / large == pytest.approx(8.0, rel=0.1)  # sqrt(1024 / 16)
 
 
-# --- sampling token batches ---------------------------------------------------------------------------------
+# --- sampling token batches -----------------------------------------------------------
 
 
 def test_sample_token_batches_contiguous_windows():
-    feats = torch.arange(100.0)[:, None].repeat(1, 2)  # (L, C): the feature is the position
+    feats = torch.arange(100.0)[:, None].repeat(
+        1, 2
+    )  # (L, C): the feature is the position
     g = torch.Generator().manual_seed(0)
-    out = lu.sample_token_batches(feats, n_batches=3, tokens_per_batch=12, generator=g, window=4)
+    out = lu.sample_token_batches(
+        feats, n_batches=3, tokens_per_batch=12, generator=g, window=4
+    )
     assert out.shape == (3, 12, 2)
     windows = out[..., 0].reshape(3, 3, 4)  # (K, windows, T)
     assert (windows.diff(dim=-1) == 1).all()  # consecutive positions inside each window
@@ -70,7 +87,9 @@ def test_sample_token_batches_contiguous_windows():
 
 def test_sample_token_batches_single_window_when_batch_is_shorter():
     feats = torch.arange(50.0)[:, None]
-    out = lu.sample_token_batches(feats, 2, 5, torch.Generator().manual_seed(0), window=32)
+    out = lu.sample_token_batches(
+        feats, 2, 5, torch.Generator().manual_seed(0), window=32
+    )
     assert out.shape == (2, 5, 1) and (out[..., 0].diff(dim=-1) == 1).all()
 
 
@@ -83,8 +102,12 @@ def test_sample_token_batches_iid_draws_positions_independently():
 
 def test_sample_token_batches_is_reproducible():
     feats = torch.randn(300, 4)
-    a = lu.sample_token_batches(feats, 3, 64, torch.Generator().manual_seed(5), window=16)
-    b = lu.sample_token_batches(feats, 3, 64, torch.Generator().manual_seed(5), window=16)
+    a = lu.sample_token_batches(
+        feats, 3, 64, torch.Generator().manual_seed(5), window=16
+    )
+    b = lu.sample_token_batches(
+        feats, 3, 64, torch.Generator().manual_seed(5), window=16
+    )
     torch.testing.assert_close(a, b)
 
 
@@ -98,7 +121,9 @@ def test_sample_token_batches_is_reproducible():
 )
 def test_sample_token_batches_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        lu.sample_token_batches(torch.zeros(100, 2), 2, generator=torch.Generator(), **kwargs)
+        lu.sample_token_batches(
+            torch.zeros(100, 2), 2, generator=torch.Generator(), **kwargs
+        )
 
 
 def test_sample_token_batches_rejects_non_matrix_features():
@@ -106,12 +131,19 @@ def test_sample_token_batches_rejects_non_matrix_features():
         lu.sample_token_batches(torch.zeros(10), 1, 2, torch.Generator())
 
 
-# --- TID -------------------------------------------------------------------------------------------------
+# --- TID ------------------------------------------------------------------------------
 
 
 def test_tid_by_hand():
-    # one channel: batch mean 1, std 2; running mean 0, std 4 -> mean-TID 1/2, std-TID |4/2 - 1| = 1
-    m, s = lu.tid(torch.tensor([1.0]), torch.tensor([4.0]), torch.tensor([0.0]), torch.tensor([16.0]), eps=0.0)
+    # one channel: batch mean 1, std 2; running mean 0, std 4
+    # -> mean-TID 1/2, std-TID |4/2 - 1| = 1
+    m, s = lu.tid(
+        torch.tensor([1.0]),
+        torch.tensor([4.0]),
+        torch.tensor([0.0]),
+        torch.tensor([16.0]),
+        eps=0.0,
+    )
     assert m == pytest.approx(0.5) and s == pytest.approx(1.0)
 
 
@@ -123,6 +155,47 @@ def test_tid_is_zero_when_statistics_agree():
 def test_tid_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="expected four"):
         lu.tid(torch.zeros(2), torch.ones(2), torch.zeros(3), torch.ones(3))
+    with pytest.raises(ValueError, match="expected four"):
+        lu.tid(torch.zeros(4, 3), torch.ones(4, 2), torch.zeros(3), torch.ones(3))
+
+
+def test_tid_of_groups_is_the_mean_over_groups():
+    g = torch.Generator().manual_seed(0)
+    mb, vb = torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.2
+    mr, vr = torch.randn(3, generator=g), torch.rand(3, generator=g) + 0.2
+    per_group = torch.tensor([lu.tid(mb[i], vb[i], mr, vr) for i in range(5)])  # (G, 2)
+    assert lu.tid(mb, vb, mr, vr) == pytest.approx(tuple(per_group.mean(0).tolist()))
+
+
+# --- the i.i.d. null of TID -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, group", [((1, 8), 8), ((8, 32), 256), ((8, 32), 8)])
+def test_tid_null_matches_simulation_through_the_layer(shape, group):
+    g = torch.Generator().manual_seed(0)
+    n = shape[0] * shape[1]
+    layer = lu.TokenBatchNorm(64) if group == n else lu.GhostBatchNorm(64, group=group)
+    simulated = lu.iid_tid(layer, shape, steps=300, generator=g)[0]
+    assert simulated == pytest.approx(lu.tid_null(group, n, momentum=0.1), rel=0.04)
+
+
+def test_tid_null_shrinks_like_one_over_sqrt_n_for_large_batches():
+    assert lu.tid_null(1024, 1024) / lu.tid_null(4096, 4096) == pytest.approx(
+        2.0, rel=1e-3
+    )
+
+
+def test_std_tid_variance_convention_at_eight_tokens():
+    """The layer's own pair (biased batch var, unbiased running var): ~0.30 at n = 8."""
+    g = torch.Generator().manual_seed(1)
+    std_tid = lu.iid_tid(lu.TokenBatchNorm(64), (1, 8), steps=400, generator=g)[1]
+    assert std_tid == pytest.approx(0.30, abs=0.02)
+
+
+@pytest.mark.parametrize("args", [(2, 8), (8, 4), (8, 8, 0.0)])
+def test_tid_null_rejects_bad_arguments(args):
+    with pytest.raises(ValueError, match="expected 3 <= group <= n_tokens"):
+        lu.tid_null(*args)
 
 
 @settings(max_examples=30, deadline=None)
@@ -132,16 +205,24 @@ def test_tid_rejects_mismatched_shapes():
     seed=st.integers(0, 1000),
 )
 def test_tid_is_invariant_to_an_affine_change_of_units(scale, shift, seed):
-    """TID is measured in units of the batch std, so rescaling and shifting the channel changes nothing."""
+    """TID is in units of the batch std: an affine change of units changes nothing."""
     g = torch.Generator().manual_seed(seed)
-    mb, mr = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
-    vb, vr = torch.rand(6, generator=g, dtype=torch.float64) + 0.1, torch.rand(6, generator=g, dtype=torch.float64) + 0.1
+    mb, mr = (
+        torch.randn(6, generator=g, dtype=torch.float64),
+        torch.randn(6, generator=g, dtype=torch.float64),
+    )
+    vb, vr = (
+        torch.rand(6, generator=g, dtype=torch.float64) + 0.1,
+        torch.rand(6, generator=g, dtype=torch.float64) + 0.1,
+    )
     ref = lu.tid(mb, vb, mr, vr, eps=0.0)
-    moved = lu.tid(scale * mb + shift, scale**2 * vb, scale * mr + shift, scale**2 * vr, eps=0.0)
+    moved = lu.tid(
+        scale * mb + shift, scale**2 * vb, scale * mr + shift, scale**2 * vr, eps=0.0
+    )
     assert moved == pytest.approx(ref, rel=1e-9, abs=1e-12)
 
 
-# --- batch statistics of a layer ------------------------------------------------------------------------------
+# --- batch statistics of a layer ------------------------------------------------------
 
 
 def test_batch_stats_of_book_norms_and_plain_batchnorm():
@@ -169,11 +250,11 @@ def test_batch_stats_of_masked_batchnorm_skips_pads():
     torch.testing.assert_close(var, real.var(0, unbiased=False))
 
 
-# --- TIDRecorder -------------------------------------------------------------------------------------------
+# --- TIDRecorder ----------------------------------------------------------------------
 
 
 class TwoNorms(nn.Module):
-    """A toy model: a linear map and two BN-like layers, called with the book's norm signature."""
+    """A toy model: a linear map and two BN-like layers, with the norm signature."""
 
     def __init__(self, kind: str, C: int = 4) -> None:
         super().__init__()
@@ -191,7 +272,12 @@ def test_recorder_matches_tid_of_the_pre_update_running_stats():
     with lu.TIDRecorder(model) as rec:
         model(x)
     # the first norm's running stats were still (0, 1) when it saw x
-    expected = lu.tid(x.mean(dim=(0, 1)), x.var(dim=(0, 1), unbiased=False), torch.zeros(4), torch.ones(4))
+    expected = lu.tid(
+        x.mean(dim=(0, 1)),
+        x.var(dim=(0, 1), unbiased=False),
+        torch.zeros(4),
+        torch.ones(4),
+    )
     assert rec.mean_tid["n1"] == [pytest.approx(expected[0])]
     assert rec.std_tid["n1"] == [pytest.approx(expected[1])]
     assert sorted(rec.layers) == ["n1", "n2"]
@@ -217,7 +303,9 @@ def test_recorder_masked_bn_ignores_pads_whether_the_mask_is_positional_or_keywo
     twin = copy.deepcopy(model)
     x = torch.randn(2, 5, 4)
     mask = torch.tensor([[False, False, False, True, True], [False] * 5])
-    junk = x.masked_fill(mask[..., None], 1e6)  # pads hold garbage: masked BN must not see it
+    junk = x.masked_fill(
+        mask[..., None], 1e6
+    )  # pads hold garbage: masked BN must not see it
     with lu.TIDRecorder(model) as clean, lu.TIDRecorder(twin) as dirty:
         model(x, mask)
         twin(junk, mask)
@@ -227,18 +315,33 @@ def test_recorder_masked_bn_ignores_pads_whether_the_mask_is_positional_or_keywo
 
 
 def test_recorder_finds_plain_torch_batchnorm():
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2), nn.BatchNorm1d(2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(2),
+        nn.BatchNorm1d(2),
+    )
     model(torch.randn(4, 1, 6, 6))  # materialize the lazy layer
     with lu.TIDRecorder(model) as rec:
         model(torch.randn(4, 1, 6, 6))
-    assert sorted(rec.layers) == ["1", "5"] and all(len(v) == 1 for v in rec.mean_tid.values())
+    assert sorted(rec.layers) == ["1", "5"] and all(
+        len(v) == 1 for v in rec.mean_tid.values()
+    )
 
 
 def test_recorder_on_tiny_transformer_layers():
     model = lu.TinyTransformer(lu.TransformerConfig(norm="batch", n_layer=2))
     with lu.TIDRecorder(model) as rec:
         model(torch.randint(64, (4, 16)))
-    assert list(rec.layers) == ["blocks.0.norm1", "blocks.0.norm2", "blocks.1.norm1", "blocks.1.norm2", "norm_f"]
+    assert list(rec.layers) == [
+        "blocks.0.norm1",
+        "blocks.0.norm2",
+        "blocks.1.norm1",
+        "blocks.1.norm2",
+        "norm_f",
+    ]
 
 
 def test_recorder_rejects_model_without_running_stats():
@@ -249,61 +352,6 @@ def test_recorder_rejects_model_without_running_stats():
 def test_recorder_as_tensor_rejects_unknown_series():
     with pytest.raises(ValueError, match="which='mean' or 'std'"):
         lu.TIDRecorder(TwoNorms("batch")).as_tensor("var")
-
-
-# --- train_char_lm ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return lu.CharCorpus()
-
-
-def test_train_char_lm_records_history_and_tid(corpus):
-    torch.set_num_threads(1)
-    run = lu.train_char_lm(corpus, "batch", 2, 8, steps=6, seed=0, n_val_batches=2, record_tid=True)
-    h = run.history
-    assert len(h.train_loss) == len(h.grad_norm) == 6
-    assert h.eval_steps == [6] and len(h.val_loss_train_mode) == len(h.val_loss_eval_mode) == 1
-    assert run.tid.as_tensor("mean").shape == (5, 6)  # 5 BN layers, one entry per training step
-    assert not run.model.training and not run.tid._handles  # left in eval mode, hooks removed
-
-
-def test_train_char_lm_is_reproducible(corpus):
-    torch.set_num_threads(1)
-    a = lu.train_char_lm(corpus, "layer", 2, 8, steps=4, seed=3, n_val_batches=2)
-    b = lu.train_char_lm(corpus, "layer", 2, 8, steps=4, seed=3, n_val_batches=2)
-    assert a.history.train_loss == b.history.train_loss and a.tid is None
-    assert a.history.val_loss_train_mode == a.history.val_loss_eval_mode  # LayerNorm: one function in both modes
-
-
-def test_train_char_lm_same_init_for_every_norm(corpus):
-    torch.set_num_threads(1)
-    runs = [lu.train_char_lm(corpus, k, 1, 4, steps=1, seed=11, lr=1e-12, n_val_batches=1) for k in ("layer", "none")]
-    torch.testing.assert_close(runs[0].model.tok_emb.weight, runs[1].model.tok_emb.weight)
-    torch.testing.assert_close(runs[0].model.blocks[1].mlp[2].weight, runs[1].model.blocks[1].mlp[2].weight)
-
-
-def test_train_char_lm_masked_bn_equals_bn_without_padding(corpus):
-    torch.set_num_threads(1)
-    bn = lu.train_char_lm(corpus, "batch", 2, 8, steps=5, seed=1, n_val_batches=2)
-    mbn = lu.train_char_lm(corpus, "masked_batch", 2, 8, steps=5, seed=1, n_val_batches=2)
-    assert bn.history.train_loss == pytest.approx(mbn.history.train_loss, rel=1e-4)
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [(dict(batch_size=0), "batch_size >= 1"), (dict(block_size=1), "block_size >= 2"), (dict(n_val_batches=0), "n_val_batches")],
-)
-def test_train_char_lm_rejects_bad_arguments(corpus, kwargs, match):
-    args = dict(batch_size=2, block_size=8, steps=1, seed=0) | kwargs
-    with pytest.raises(ValueError, match=match):
-        lu.train_char_lm(corpus, "layer", **args)
-
-
-def test_train_char_lm_tid_needs_batchnorm(corpus):
-    with pytest.raises(ValueError, match="running_mean/running_var"):
-        lu.train_char_lm(corpus, "layer", 2, 8, steps=1, seed=0, record_tid=True)
 
 
 def test_recorder_accepts_the_input_as_a_keyword():

@@ -4,6 +4,7 @@
     norm = lu.make_norm("masked_batch", 32)
 """
 from .batching import *  # noqa: F401,F403
+from .charlm_experiment import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .distributed import *  # noqa: F401,F403
 from .findings import *  # noqa: F401,F403
@@ -19,8 +20,29 @@ from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403
+from .tasks import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
-from . import batching, data, distributed, findings, folding, glue, jacobian, masking, memory, models, norms, parallel_experiment, plotting, probes, repro, stats, train  # noqa: F401
+from . import (  # noqa: F401
+    batching,
+    charlm_experiment,
+    data,
+    distributed,
+    findings,
+    folding,
+    glue,
+    jacobian,
+    masking,
+    memory,
+    models,
+    norms,
+    parallel_experiment,
+    plotting,
+    probes,
+    repro,
+    stats,
+    tasks,
+    train,
+)
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from .masking import attention_mask
 from .norms import make_norm
 
-__all__ = ["TransformerConfig", "TinyTransformer", "Block"]
+__all__ = ["TransformerConfig", "TinyTransformer", "Block", "apply_rotary"]
+
+POSITIONS = ("learned", "rotary", "none")
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,9 @@ class TransformerConfig:
     causal: bool = True  # causal attention for a language model; False for a classifier
     n_classes: Optional[int] = None  # None: LM head over the vocabulary; int: mean-pooled classifier head
     mlp_ratio: int = 4
-    # "learned": a learned absolute position embedding (GPT-2); "none": no position
-    # information at all (a causal model can still infer position from the mask).
+    # "learned": a learned absolute position embedding (GPT-2); "rotary": queries and
+    # keys rotated by position (RoPE, Su et al. 2021), so attention sees only offsets;
+    # "none": no position information (a causal model can infer it from the mask).
     position: str = "learned"
     # "gpt2": N(0, 0.02) weights, N(0, 0.01) position embedding, residual projections
     # scaled by 1/sqrt(2 * n_layer) (Radford et al. 2019). "legacy": PyTorch defaults with
@@ -35,23 +38,51 @@ class TransformerConfig:
     init: str = "gpt2"
 
     def __post_init__(self) -> None:
-        if self.position not in ("learned", "none"):
-            raise ValueError(f"expected position 'learned' or 'none', got {self.position!r}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"expected position in {POSITIONS}, got {self.position!r}")
         if self.init not in ("gpt2", "legacy"):
             raise ValueError(f"expected init 'gpt2' or 'legacy', got {self.init!r}")
         if self.norm_position not in ("pre", "post"):
             raise ValueError(f"expected norm_position 'pre' or 'post', got {self.norm_position!r}")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"expected n_embd divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
+        if self.position == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(
+                "expected an even head size for rotary positions, got "
+                f"n_embd // n_head = {self.n_embd // self.n_head}"
+            )
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise ValueError(f"expected {name} >= 1, got {getattr(self, name)}")
+
+
+def apply_rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate each pair of channels of ``x`` by an angle proportional to its position.
+
+    Rotary position embedding (RoPE, Su et al. 2021, arXiv:2104.09864), in the
+    "rotate half" layout: channel i is paired with channel i + hs/2, and the pair at
+    position t turns by ``t * base ** (-2i / hs)``. Applied to queries and keys, it
+    makes ``q_t . k_s`` depend on t and s only through the offset t - s.
+
+    Shape:
+        x: (B, nh, T, hs) with an even head size hs; returns the same shape.
+    """
+    T, hs = x.shape[-2], x.shape[-1]
+    if hs % 2:
+        raise ValueError(f"expected an even head size for rotary positions, got {hs}")
+    i = torch.arange(0, hs, 2, dtype=torch.float32, device=x.device)  # (hs/2,)
+    inv_freq = base ** (-i / hs)  # one frequency per channel pair
+    angle = torch.arange(T, dtype=torch.float32, device=x.device)[:, None] * inv_freq
+    cos, sin = angle.cos().repeat(1, 2), angle.sin().repeat(1, 2)  # (T, hs) each
+    x1, x2 = x[..., : hs // 2], x[..., hs // 2 :]
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # (B, nh, T, hs)
 
 
 class SelfAttention(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.n_head, self.causal = cfg.n_head, cfg.causal
+        self.rotary = cfg.position == "rotary"
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
@@ -59,6 +90,8 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # each (B, T, C)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if self.rotary:  # position enters as a rotation of queries and keys only
+            q, k = apply_rotary(q), apply_rotary(k)
         mask = attention_mask(padding_mask, T, self.causal)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)

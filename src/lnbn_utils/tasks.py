@@ -1,0 +1,113 @@
+"""Synthetic tasks whose labels are a function of the tokens (no label noise).
+
+``VariableLengthTask`` (data.py) labels a sequence by the marker its generator
+favoured, so even a perfect classifier is wrong on the sequences where the other
+marker happens to win: its accuracy saturates at the majority-count rule. The task
+here labels each sequence by the marker that *is* in the majority, so a perfect
+classifier scores 100% and the errors, flips and margins of a trained model are
+the model's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .masking import lengths_to_padding_mask
+
+__all__ = ["MajorityTask"]
+
+
+@dataclass(frozen=True)
+class MajorityTask:
+    """Is the marker named by the first token in the majority? Ties are never drawn.
+
+    The first token is a query: 3 names marker 1, 4 names marker 2. Every later
+    position is a marker with probability ``marker_prob`` (1 or 2 with equal odds)
+    and else a noise token from 5..vocab_size-1; sequences whose two marker counts
+    tie are redrawn. The label is 1 when the named marker outnumbers the other, a
+    deterministic function of the tokens (Bayes accuracy 1) that no linear function
+    of the token counts computes: a model must combine the query with the counts,
+    which one attention layer can do. Token 0 is padding. Lengths are uniform on
+    min_len..max_len.
+
+    Example:
+        >>> task = MajorityTask(max_len=8)
+        >>> tokens, mask, labels = task.batch(4, torch.Generator().manual_seed(0))
+        >>> named = tokens[:, :1] - 2  # the marker the query names: 1 or 2
+        >>> n_named = (tokens[:, 1:] == named).sum(1)
+        >>> n_other = (tokens[:, 1:] == 3 - named).sum(1)
+        >>> bool(((n_named > n_other).long() == labels).all())
+        True
+    """
+
+    vocab_size: int = 16
+    min_len: int = 4
+    max_len: int = 16
+    marker_prob: float = 0.4
+
+    PAD = 0
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 6:
+            raise ValueError(
+                f"expected vocab_size >= 6 (pad, 2 markers, 2 queries, noise), got "
+                f"{self.vocab_size}"
+            )
+        if not 2 <= self.min_len <= self.max_len:
+            raise ValueError(
+                f"expected 2 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
+            )
+        if not 0.0 < self.marker_prob <= 1.0:
+            raise ValueError(f"expected 0 < marker_prob <= 1, got {self.marker_prob}")
+
+    def sample_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` lengths, uniform on min_len..max_len."""
+        return torch.randint(self.min_len, self.max_len + 1, (n,), generator=generator)
+
+    def _draw(self, lengths: torch.Tensor, T: int, g: torch.Generator) -> torch.Tensor:
+        B = len(lengths)
+        u = torch.rand(B, T, generator=g)
+        marker = torch.randint(1, 3, (B, T), generator=g)
+        noise = torch.randint(5, self.vocab_size, (B, T), generator=g)
+        tokens = torch.where(u < self.marker_prob, marker, noise)
+        tokens[:, 0] = torch.randint(3, 5, (B,), generator=g)  # the query
+        return tokens.masked_fill(lengths_to_padding_mask(lengths, T), self.PAD)
+
+    @staticmethod
+    def counts(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How often the named marker and the other marker occur, each (B,)."""
+        named = tokens[:, :1] - 2  # (B, 1): 1 or 2
+        rest = tokens[:, 1:]
+        return (rest == named).sum(1), (rest == 3 - named).sum(1)
+
+    def batch(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        lengths: torch.Tensor | Sequence[int] | None = None,
+        T: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, T) right-padded with 0, pad mask (B, T) (True = pad), labels (B,).
+
+        ``lengths`` fixes each sequence's length (drawn when None); ``T`` pads to it.
+        """
+        if lengths is None:
+            lengths = self.sample_lengths(batch_size, generator)
+        lengths = torch.as_tensor(lengths)
+        T = int(lengths.max()) if T is None else T
+        mask = lengths_to_padding_mask(lengths, T)  # validates lengths <= T
+        if int(lengths.min()) < 2:
+            raise ValueError(f"expected lengths >= 2, got min {int(lengths.min())}")
+        tokens = self._draw(lengths, T, generator)
+        for _ in range(1000):  # redraw the rows whose marker counts tie
+            n_named, n_other = self.counts(tokens)
+            tie = n_named == n_other
+            if not tie.any():
+                break
+            tokens[tie] = self._draw(lengths[tie], T, generator)
+        else:
+            raise RuntimeError("could not draw untied sequences; raise marker_prob")
+        return tokens, mask, (n_named > n_other).long()

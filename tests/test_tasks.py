@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+import lnbn_utils as lu
+
+
+def test_majority_task_labels_are_the_named_markers_majority():
+    task = lu.MajorityTask(min_len=3, max_len=20)
+    tokens, mask, labels = task.batch(256, torch.Generator().manual_seed(0))
+    lengths = (~mask).sum(1)
+    assert int(lengths.min()) >= 3 and int(lengths.max()) <= 20
+    assert (tokens[mask] == task.PAD).all() and (tokens[~mask] != task.PAD).all()
+    assert ((tokens[:, 0] == 3) | (tokens[:, 0] == 4)).all()  # the query comes first
+    n_named, n_other = task.counts(tokens)
+    assert (n_named != n_other).all()  # no ties
+    torch.testing.assert_close(labels, (n_named > n_other).long())
+    assert 0.35 < labels.double().mean().item() < 0.65  # both classes occur
+
+
+def test_majority_task_is_seeded_and_takes_lengths():
+    task = lu.MajorityTask()
+    a = task.batch(8, torch.Generator().manual_seed(1), lengths=[5] * 8, T=9)
+    b = task.batch(8, torch.Generator().manual_seed(1), lengths=[5] * 8, T=9)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+    assert a[0].shape == (8, 9) and a[1][:, 5:].all() and not a[1][:, :5].any()
+
+
+def test_majority_task_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="vocab_size >= 6"):
+        lu.MajorityTask(vocab_size=5)
+    with pytest.raises(ValueError, match="min_len <= max_len"):
+        lu.MajorityTask(min_len=5, max_len=4)
+    with pytest.raises(ValueError, match="marker_prob"):
+        lu.MajorityTask(marker_prob=0.0)
+    with pytest.raises(ValueError, match="lengths >= 2"):
+        lu.MajorityTask(min_len=2).batch(2, torch.Generator(), lengths=[1, 3])
