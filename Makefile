@@ -59,6 +59,8 @@ LINT_PATHS ?= src/lnbn_utils/stats.py src/lnbn_utils/findings.py book/_ext \
 	tests/test_charlm_experiment.py tests/test_probes.py \
 	src/lnbn_utils/repaired_norms.py tests/test_repaired_norms.py book/05_beyond_layernorm.ipynb \
 	book/01_batch_dependence.ipynb book/03_training_stability.ipynb book/06_audit_your_model.ipynb \
+	src/lnbn_utils/memory.py src/lnbn_utils/folding.py tests/test_memory.py tests/test_folding.py \
+	benchmarks book/04_memory_and_compute.ipynb \
 	book/00_two_norms.ipynb book/02_variable_length.ipynb src/lnbn_utils/tasks.py \
 	tests/test_tasks.py
 lint: setup

@@ -15,15 +15,6 @@ GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
 GLUE_CALL = re.compile(r"lu\.glue\(\s*([^,\s]+)")
 FINDING_CALL = re.compile(r"""lu\.finding\(\s*["'](\w+)["']""")
 LITERAL = re.compile(r"""^["'](\w+)["']$""")
-# Chapters still being rebuilt onto the findings API (emptied as each one lands).
-PENDING = {
-    "04_memory_and_compute.ipynb",
-}
-
-
-def _skip_pending(path: Path) -> None:
-    if path.name in PENDING:
-        pytest.skip(f"{path.name} is still being rebuilt onto the findings API")
 
 
 def _cells(path: Path, kind: str) -> list[str]:
@@ -62,7 +53,6 @@ def references() -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_glue_names_are_spelled_out(path):
-    _skip_pending(path)
     code = "\n".join(_cells(path, "code"))
     bad = [arg for arg in GLUE_CALL.findall(code) if not LITERAL.match(arg)]
     assert not bad, f"glue names must be string literals (searchable), got {bad}"
@@ -72,8 +62,6 @@ def test_every_glue_reference_is_defined_by_the_notebook_it_names():
     missing = []
     for page, nb, name in references():
         path = BOOK / nb
-        if nb in PENDING:
-            continue
         if not path.exists() or name not in defined_names(path):
             missing.append(f"{page}: {nb}::{name}")
     assert not missing, "undefined glue references:\n" + "\n".join(missing)
@@ -81,7 +69,6 @@ def test_every_glue_reference_is_defined_by_the_notebook_it_names():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_glued_name_is_used(path):
-    _skip_pending(path)
     used = {name for _, nb, name in references() if nb == path.name}
     code = "\n".join(_cells(path, "code"))
     glued = {

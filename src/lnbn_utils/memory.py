@@ -1,9 +1,14 @@
-"""Memory accounting: what autograd keeps alive for the backward pass, and timing helpers to read it as bandwidth."""
+"""Memory accounting: what autograd keeps for the backward pass; timing as bandwidth."""
+
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import statistics
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -12,10 +17,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 __all__ = [
     "saved_tensor_bytes",
     "SAVED_CATEGORIES",
+    "ACTIVATION_CATEGORIES",
     "saved_tensor_breakdown",
+    "activation_bytes",
     "saved_bytes_formula",
     "written_bytes",
+    "min_traffic",
+    "cache_sizes",
+    "keep_freed_memory",
     "median_time",
+    "interleaved_times",
+    "time_ratios",
     "time_ratio",
 ]
 
@@ -28,7 +40,8 @@ def saved_tensor_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int
 
     Example:
         >>> x = torch.randn(8, 64, 128, requires_grad=True)
-        >>> saved_tensor_bytes(torch.nn.LayerNorm(128), x)  # input + 2 stats/token + weight + bias
+        >>> # input + 2 statistics per token + weight + bias
+        >>> saved_tensor_bytes(torch.nn.LayerNorm(128), x)
         267264
     """
     if not callable(fn):
@@ -47,15 +60,20 @@ def saved_tensor_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int
 
 #: What a saved storage is, in ``saved_tensor_breakdown`` (and ``saved_bytes_formula``).
 SAVED_CATEGORIES = ("input", "intermediates", "statistics", "parameters", "buffers")
+#: The categories that are activation memory: held only between forward and backward.
+#: Parameters and buffers are saved by reference; they live in the model anyway.
+ACTIVATION_CATEGORIES = ("input", "intermediates", "statistics")
 
 
-def saved_tensor_breakdown(module: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> dict[str, int]:
+def saved_tensor_breakdown(
+    module: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any
+) -> dict[str, int]:
     """``saved_tensor_bytes(module, x, *args)`` split into ``SAVED_CATEGORIES``.
 
     Each distinct saved storage is, in this order of checks:
 
     * ``input``: the storage of ``x`` (a transposed view of it included);
-    * ``parameters`` / ``buffers``: the storage of one of ``module``'s parameters / buffers;
+    * ``parameters`` / ``buffers``: the storage of a parameter / buffer of ``module``;
     * ``intermediates``: any other storage at least as large as ``x``'s (full-size
       tensors that an unfused, plain-ops implementation keeps);
     * ``statistics``: everything smaller (per-token or per-channel statistics, masks).
@@ -65,14 +83,18 @@ def saved_tensor_breakdown(module: nn.Module, x: torch.Tensor, *args: Any, **kwa
 
     Example:
         >>> x = torch.randn(8, 64, 128, requires_grad=True)
-        >>> saved_tensor_breakdown(torch.nn.LayerNorm(128), x)["statistics"]  # mean and rstd per token
+        >>> # mean and 1/std per token
+        >>> saved_tensor_breakdown(torch.nn.LayerNorm(128), x)["statistics"]
         4096
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"expected an nn.Module, got {type(module).__name__}")
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"expected x to be a torch.Tensor, got {type(x).__name__}")
-    key = lambda t: (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())  # noqa: E731
+
+    def key(t: torch.Tensor) -> tuple[int, int]:
+        return t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()
+
     params = {key(p) for p in module.parameters()}
     buffers = {key(b) for b in module.buffers()}
     x_key, saved = key(x), {}
@@ -94,8 +116,10 @@ def saved_tensor_breakdown(module: nn.Module, x: torch.Tensor, *args: Any, **kwa
     return out
 
 
-def saved_bytes_formula(kind: str, B: int, T: int, C: int, bytes_per_value: int = 4) -> dict[str, int]:
-    """Closed-form ``saved_tensor_breakdown`` of ``make_norm(kind, C)`` in training mode.
+def saved_bytes_formula(
+    kind: str, B: int, T: int, C: int, bytes_per_value: int = 4
+) -> dict[str, int]:
+    """Closed-form ``saved_tensor_breakdown`` of ``make_norm(kind, C)``, training mode.
 
     For a (B, T, C) input that requires grad, values of ``bytes_per_value`` bytes
     (4: float32), PyTorch 2.x on the CPU. With N = B*T*C:
@@ -109,7 +133,8 @@ def saved_bytes_formula(kind: str, B: int, T: int, C: int, bytes_per_value: int 
       the real mean); statistics 2*C (mean and 1/std) + B*T (real-token weights);
       parameters C. Without a mask it saves what ``"batch"`` saves.
     * ``"rms"`` (``lu.RMSNorm``; ``nn.RMSNorm`` on the CPU saves the same): input N;
-      intermediates N (x / rms, before the weight); statistics B*T (1/rms); parameters C.
+      intermediates N (x / rms, before the weight); statistics B*T (1/rms);
+      parameters C.
     * ``"none"``: nothing.
 
     Needs C >= 2 (with C = 1 a per-token statistic is as large as x and counts as
@@ -127,7 +152,9 @@ def saved_bytes_formula(kind: str, B: int, T: int, C: int, bytes_per_value: int 
         "none": {},
     }
     if kind not in values:
-        raise ValueError(f"unknown norm kind {kind!r}; expected one of {sorted(values)}")
+        raise ValueError(
+            f"unknown norm kind {kind!r}; expected one of {sorted(values)}"
+        )
     out = dict.fromkeys(SAVED_CATEGORIES, 0)
     out.update({k: v * b for k, v in values[kind].items()})
     return out
@@ -138,13 +165,22 @@ class _WrittenBytes(TorchDispatchMode):
         super().__init__()
         self.total = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore
         out = func(*args, **(kwargs or {}))
         flat_in = torch.utils._pytree.tree_leaves((args, kwargs))
-        seen = {t.untyped_storage().data_ptr() for t in flat_in if isinstance(t, torch.Tensor)}
+        seen = {
+            t.untyped_storage().data_ptr()
+            for t in flat_in
+            if isinstance(t, torch.Tensor)
+        }
         for t in torch.utils._pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-                seen.add(t.untyped_storage().data_ptr())  # views and in-place results share an input's storage
+            if (
+                isinstance(t, torch.Tensor)
+                and t.untyped_storage().data_ptr() not in seen
+            ):
+                seen.add(
+                    t.untyped_storage().data_ptr()
+                )  # views and in-place results share an input's storage
                 self.total += t.untyped_storage().nbytes()
         return out
 
@@ -157,7 +193,8 @@ def written_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
 
     Example:
         >>> with torch.no_grad():
-        ...     written_bytes(torch.nn.Linear(4, 8), torch.randn(2, 4))  # one (2, 8) float32 output
+        ...     # one (2, 8) float32 output
+        ...     written_bytes(torch.nn.Linear(4, 8), torch.randn(2, 4))
         64
     """
     if not callable(fn):
@@ -167,60 +204,202 @@ def written_bytes(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return mode.total
 
 
-def median_time(fn: Callable[[], Any], repeats: int = 5, min_seconds: float = 2e-3) -> float:
+def activation_bytes(
+    module: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any
+) -> int:
+    """Activation memory that ``module(x, *args)`` holds for backward, in bytes.
+
+    The ``ACTIVATION_CATEGORIES`` of ``saved_tensor_breakdown``: inputs, intermediates
+    and statistics; parameters and buffers, saved by reference, are left out. For a
+    whole model (``x`` the token ids) this is what a micro-batch adds to memory
+    until its backward pass.
+    """
+    parts = saved_tensor_breakdown(module, x, *args, **kwargs)
+    return sum(parts[k] for k in ACTIVATION_CATEGORIES)
+
+
+#: Fewest values per element of x that each layer must move to or from memory once x
+#: no longer fits in the cache: (forward, forward + backward). See ``min_traffic``.
+_MIN_TRAFFIC = {
+    "copy": (2, 2),  # read x, write y
+    "layer": (2, 5),  # fwd: read x, write y; bwd: read x, dy, write dx
+    "rms": (2, 5),  # as LayerNorm: per-token statistics are computed in cache
+    "batch_eval": (2, 5),  # a fixed per-channel affine map
+    "batch": (3, 8),  # fwd: read x (stats), read x, write y; bwd: read x, dy (sums),
+    #                   read x, dy, write dx
+}
+
+
+def min_traffic(kind: str, backward: bool = False, fits_in_cache: bool = False) -> int:
+    """Least number of N-element passes over memory for a norm on N elements.
+
+    A per-token norm (``"layer"``, ``"rms"``) normalizes each token from its own C
+    values, which fit in the cache: forward reads x and writes y (2N), backward
+    reads x and dy and writes dx (3N more). Train-mode BatchNorm (``"batch"``)
+    must reduce over the whole batch before it can normalize a single value: one
+    extra read of x forward, and one extra read of x and dy backward (for the
+    sums of dy and dy * x_hat), 3N and 8N in all. When x fits in the cache
+    (``fits_in_cache=True``) the second read is a cache hit and BN's bound
+    falls to LN's. Bytes are this times N times the bytes per value.
+    """
+    if kind not in _MIN_TRAFFIC:
+        raise ValueError(
+            f"unknown kind {kind!r}; expected one of {sorted(_MIN_TRAFFIC)}"
+        )
+    fwd, both = _MIN_TRAFFIC["layer" if fits_in_cache and kind != "copy" else kind]
+    return both if backward else fwd
+
+
+def cache_sizes(cpu: int = 0) -> dict[str, int]:
+    """This machine's CPU cache sizes in bytes, read from Linux's sysfs.
+
+    Keys like ``"L1d"``, ``"L2"``, ``"L3"``; an empty dict where sysfs is missing
+    (macOS, Windows). The largest value is the last-level cache.
+    """
+    out: dict[str, int] = {}
+    for d in sorted(Path(f"/sys/devices/system/cpu/cpu{cpu}/cache").glob("index*")):
+        try:
+            level, kind = (d / "level").read_text().strip(), (d / "type").read_text()
+            size = (d / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        nbytes = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind.strip(), "")
+        out[f"L{level}{suffix}"] = nbytes
+    return out
+
+
+@contextlib.contextmanager
+def keep_freed_memory() -> Iterator[bool]:
+    """Inside the block, glibc reuses freed memory instead of returning it to the OS.
+
+    Eager PyTorch allocates a fresh output on every call. glibc serves large
+    allocations with new ``mmap`` pages, which the kernel must zero on first touch:
+    timing a norm on 512 MiB then times the page zeroing more than the norm. With
+    ``mallopt(M_MMAP_MAX, 0)`` and no trimming, a freed block is reused, as a GPU
+    caching allocator does. Yields False (and changes nothing) without glibc.
+    The memory kept is handed back with ``malloc_trim`` on exit.
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        yield False
+        return
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
+    ok = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, 2**30)
+    )
+    try:
+        yield ok
+    finally:
+        libc.mallopt(M_MMAP_MAX, 65536)  # glibc's defaults
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
+
+
+def _check_callable(*fns: Any) -> None:
+    for f in fns:
+        if not callable(f):
+            raise ValueError(f"expected a callable, got {type(f).__name__}")
+
+
+def _check_repeats(repeats: Any) -> None:
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"expected repeats to be a positive int, got {repeats!r}")
+
+
+def _calls_per_timing(fn: Callable[[], Any], min_seconds: float) -> int:
+    t0 = time.process_time()
+    fn()  # warm-up, and a first estimate of the call's time
+    return max(1, int(min_seconds / max(time.process_time() - t0, 1e-9)))
+
+
+def _one_timing(fn: Callable[[], Any], number: int) -> float:
+    t0 = time.process_time()
+    for _ in range(number):
+        fn()
+    return (time.process_time() - t0) / number
+
+
+def median_time(
+    fn: Callable[[], Any], repeats: int = 5, min_seconds: float = 2e-3
+) -> float:
     """Median time of one call of ``fn()``, in seconds of this process's CPU time.
 
     One warm-up call, then ``repeats`` timings, each of enough back-to-back calls to
     last at least ``min_seconds``. The clock is ``time.process_time`` (user + system
-    CPU time of this process), not the wall clock: on a shared machine, time the OS
-    gives to other processes is not counted. Call ``torch.set_num_threads(1)`` first,
-    so that this is the time of the one thread doing the work.
+    CPU time of this process): time during which the OS runs another process
+    instead of this one is not counted, but contention while this one runs (for
+    the shared cache and memory bandwidth, with programs on other cores) still
+    slows it. Call ``torch.set_num_threads(1)`` first.
     """
-    if not callable(fn):
-        raise ValueError(f"expected a callable fn, got {type(fn).__name__}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"expected repeats to be a positive int, got {repeats!r}")
-    t0 = time.process_time()
-    fn()  # warm-up, and a first estimate of the call's time
-    number = max(1, int(min_seconds / max(time.process_time() - t0, 1e-9)))
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        for _ in range(number):
-            fn()
-        times.append((time.process_time() - t0) / number)
-    return statistics.median(times)
+    _check_callable(fn)
+    _check_repeats(repeats)
+    number = _calls_per_timing(fn, min_seconds)
+    return statistics.median(_one_timing(fn, number) for _ in range(repeats))
 
 
-def time_ratio(fn: Callable[[], Any], baseline: Callable[[], Any], repeats: int = 7, min_seconds: float = 2e-3) -> float:
-    """Median over ``repeats`` of (time of ``fn()``) / (time of ``baseline()``), timed back to back.
+def interleaved_times(
+    fns: dict[Any, Callable[[], Any]],
+    repeats: int = 5,
+    best_of: int = 3,
+    min_seconds: float = 2e-3,
+) -> dict[Any, list[float]]:
+    """``repeats`` samples of the time of one call of each function, interleaved.
 
-    Times are CPU time of this process, as in ``median_time``. The two are timed
-    alternately (in swapped order every other repeat), so a change in the machine's
-    state during the measurement (caches, memory traffic of other processes) affects
-    both alike: a ratio is far more stable than two separate medians.
+    Within a sample every function is timed ``best_of`` times, in an order that
+    rotates from round to round, and the sample is the minimum: contention, which
+    only ever adds time, is cut by the minimum, and a change of the machine's state
+    between samples affects every function alike, so ratios of the samples (to a
+    copy, say) are stable. Times are seconds of this process's CPU time, as in
+    ``median_time``: that leaves out time when the OS runs another program, not
+    contention for the cache and memory bandwidth while this one runs. Make each
+    function reset what it accumulates (``x.grad = None``) so every call does the
+    same work.
     """
-    if not (callable(fn) and callable(baseline)):
-        raise ValueError(f"expected two callables, got {type(fn).__name__} and {type(baseline).__name__}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"expected repeats to be a positive int, got {repeats!r}")
-    number = {}
-    for f in (fn, baseline):  # warm-up, and how many calls make one timing last min_seconds
-        t0 = time.process_time()
-        f()
-        number[f] = max(1, int(min_seconds / max(time.process_time() - t0, 1e-9)))
-
-    def one(f: Callable[[], Any]) -> float:
-        t0 = time.process_time()
-        for _ in range(number[f]):
-            f()
-        return (time.process_time() - t0) / number[f]
-
-    ratios = []
+    if not isinstance(fns, dict) or not fns:
+        raise ValueError(f"expected a non-empty dict of callables, got {fns!r}")
+    _check_callable(*fns.values())
+    _check_repeats(repeats)
+    _check_repeats(best_of)
+    names = list(fns)
+    number = {k: _calls_per_timing(fns[k], min_seconds) for k in names}
+    out: dict[Any, list[float]] = {k: [] for k in names}
     for i in range(repeats):
-        if i % 2:
-            tb, ta = one(baseline), one(fn)
-        else:
-            ta, tb = one(fn), one(baseline)
-        ratios.append(ta / tb)
-    return statistics.median(ratios)
+        best = dict.fromkeys(names, float("inf"))
+        for j in range(best_of):
+            shift = (i * best_of + j) % len(names)
+            for k in names[shift:] + names[:shift]:
+                best[k] = min(best[k], _one_timing(fns[k], number[k]))
+        for k in names:
+            out[k].append(best[k])
+    return out
+
+
+def time_ratios(
+    fn: Callable[[], Any],
+    baseline: Callable[[], Any],
+    repeats: int = 7,
+    min_seconds: float = 2e-3,
+    best_of: int = 1,
+) -> list[float]:
+    """``repeats`` samples of time(``fn()``) / time(``baseline()``), interleaved.
+
+    The two are timed back to back, in alternating order, ``best_of`` times per
+    sample, and the sample is the ratio of the minima (``interleaved_times``).
+    Take a median, or a bootstrap interval, of the samples.
+    """
+    _check_callable(fn, baseline)
+    t = interleaved_times({"fn": fn, "base": baseline}, repeats, best_of, min_seconds)
+    return [a / b for a, b in zip(t["fn"], t["base"])]
+
+
+def time_ratio(
+    fn: Callable[[], Any],
+    baseline: Callable[[], Any],
+    repeats: int = 7,
+    min_seconds: float = 2e-3,
+) -> float:
+    """Median of ``time_ratios(fn, baseline, repeats, min_seconds)``."""
+    return statistics.median(time_ratios(fn, baseline, repeats, min_seconds))

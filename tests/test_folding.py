@@ -1,4 +1,5 @@
-"""Chapter 4 helpers: saved-bytes breakdown and formula, written bytes, timing, BatchNorm folding."""
+"""lnbn_utils.folding: BatchNorm's full fold and LayerNorm's partial fold."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -16,75 +17,6 @@ def _trained_bn(C: int, kind: str = "batch", seed: int = 0) -> nn.Module:
         bn.weight.copy_(torch.rand(C, generator=g) + 0.5)
         bn.bias.copy_(torch.randn(C, generator=g))
     return bn.eval()
-
-
-# --- saved bytes -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["layer", "batch", "masked_batch", "rms", "none"])
-@pytest.mark.parametrize("shape", [(2, 3, 4), (8, 64, 128), (1, 16, 256), (5, 7, 2)])
-def test_breakdown_matches_formula_and_total(kind, shape):
-    B, T, C = shape
-    x = torch.randn(B, T, C, requires_grad=True)
-    norm = lu.make_norm(kind, C)
-    # masked BN's formula is for a padded batch (without a mask it saves what BN saves)
-    mask = lu.lengths_to_padding_mask([T - 1] + [T] * (B - 1), T) if kind == "masked_batch" else None
-    got = lu.saved_tensor_breakdown(norm, x, mask)
-    assert got == lu.saved_bytes_formula(kind, B, T, C)
-    assert sum(got.values()) == lu.saved_tensor_bytes(lambda t: norm(t, mask), x)
-    assert tuple(got) == lu.SAVED_CATEGORIES
-
-
-def test_breakdown_with_padding_mask_and_torch_rmsnorm():
-    B, T, C = 4, 10, 32
-    x = torch.randn(B, T, C, requires_grad=True)
-    mask = lu.lengths_to_padding_mask(torch.tensor([10, 7, 3, 5]), T)
-    assert lu.saved_tensor_breakdown(lu.MaskedBatchNorm(C), x, mask) == lu.saved_bytes_formula("masked_batch", B, T, C)
-    # nn.RMSNorm on the CPU is not a fused kernel: it saves what lu.RMSNorm saves
-    assert lu.saved_tensor_breakdown(nn.RMSNorm(C), x) == lu.saved_bytes_formula("rms", B, T, C)
-
-
-def test_formula_float64_doubles_float_values():
-    f32, f64 = lu.saved_bytes_formula("layer", 2, 3, 4), lu.saved_bytes_formula("layer", 2, 3, 4, bytes_per_value=8)
-    assert all(f64[k] == 2 * f32[k] for k in f32)
-    m32, m64 = (lu.saved_bytes_formula("masked_batch", 2, 3, 4, bytes_per_value=b) for b in (4, 8))
-    assert all(m64[k] == 2 * m32[k] for k in m32)
-
-
-@pytest.mark.parametrize("bad", [dict(kind="group"), dict(B=0), dict(C=2.0), dict(bytes_per_value=0)])
-def test_formula_rejects_bad_input(bad):
-    args = dict(kind="layer", B=2, T=3, C=4) | bad
-    with pytest.raises(ValueError, match="expected"):
-        lu.saved_bytes_formula(**args)
-
-
-def test_breakdown_rejects_bad_input():
-    with pytest.raises(ValueError, match="nn.Module"):
-        lu.saved_tensor_breakdown(lambda x: x, torch.zeros(1, 1, 2))
-    with pytest.raises(ValueError, match="torch.Tensor"):
-        lu.saved_tensor_breakdown(lu.LayerNorm(2), [[0.0, 1.0]])
-
-
-# --- written bytes and timing ------------------------------------------------------
-
-
-def test_written_bytes_counts_new_storages_only():
-    x = torch.randn(3, 5)
-    with torch.no_grad():
-        assert lu.written_bytes(nn.Linear(5, 7), x) == 3 * 7 * 4
-        assert lu.written_bytes(lambda t: t.t().reshape(-1)[:4], x) == 3 * 5 * 4  # t() is a view; reshape copies
-        assert lu.written_bytes(lambda t: t.view(15).mul_(2), x.clone()) == 0  # view, then in place
-        assert lu.written_bytes(lambda t: t * 2 + 1, x) == 2 * 15 * 4
-    with pytest.raises(ValueError, match="callable"):
-        lu.written_bytes(3)
-
-
-def test_median_time_is_positive_and_validates():
-    assert lu.median_time(lambda: sum(range(100)), repeats=3, min_seconds=1e-4) > 0
-    with pytest.raises(ValueError, match="repeats"):
-        lu.median_time(lambda: None, repeats=0)
-    with pytest.raises(ValueError, match="callable"):
-        lu.median_time(None)
 
 
 # --- folding -----------------------------------------------------------------------
@@ -158,7 +90,9 @@ def test_fold_rejects_bad_input():
 @pytest.mark.parametrize("kind", ["batch", "masked_batch"])
 def test_fold_batchnorm_model_matches_and_removes_every_norm(kind):
     torch.manual_seed(0)
-    cfg = lu.TransformerConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, norm=kind)
+    cfg = lu.TransformerConfig(
+        vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8, norm=kind
+    )
     model = lu.TinyTransformer(cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -170,11 +104,18 @@ def test_fold_batchnorm_model_matches_and_removes_every_norm(kind):
     mask = lu.lengths_to_padding_mask(torch.tensor([8, 5, 2]), 8)
     with torch.no_grad():
         torch.testing.assert_close(folded(idx), model(idx), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(folded(idx, mask), model(idx, mask), rtol=1e-4, atol=1e-5)
-    assert not any(isinstance(m, (nn.BatchNorm1d, lu.MaskedBatchNorm)) for m in folded.modules())
+        torch.testing.assert_close(
+            folded(idx, mask), model(idx, mask), rtol=1e-4, atol=1e-5
+        )
+    assert not any(
+        isinstance(m, (nn.BatchNorm1d, lu.MaskedBatchNorm)) for m in folded.modules()
+    )
     assert not list(folded.buffers()) and not folded.training
     assert folded.num_params() == model.num_params() - 2 * 8 * (2 * 2 + 1)
-    assert any(isinstance(m, nn.BatchNorm1d) or isinstance(m, lu.MaskedBatchNorm) for m in model.modules())
+    assert any(
+        isinstance(m, nn.BatchNorm1d) or isinstance(m, lu.MaskedBatchNorm)
+        for m in model.modules()
+    )
 
 
 def test_fold_batchnorm_model_rejects_what_it_cannot_fold():
@@ -189,16 +130,42 @@ def test_fold_batchnorm_model_rejects_what_it_cannot_fold():
         lu.fold_batchnorm_model(nn.Linear(2, 2))
 
 
-def test_time_ratio_orders_a_slow_and_a_fast_function():
-    x = torch.randn(256, 256)
-    fast, slow = (lambda: x[0, 0] + 1), (lambda: x @ x @ x)  # ~1 op vs ~33 MFLOP: a 1000x gap
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert lu.time_ratio(slow, fast, repeats=5) > 5.0
-    finally:
-        torch.set_num_threads(threads)
-    with pytest.raises(ValueError, match="callables"):
-        lu.time_ratio(fast, None)
-    with pytest.raises(ValueError, match="repeats"):
-        lu.time_ratio(fast, fast, repeats=0)
+def test_fold_ln_affine_keeps_only_the_normalization():
+    C = 12
+    ln, lin = nn.LayerNorm(C), nn.Linear(C, 5)
+    with torch.no_grad():
+        ln.weight.normal_(1, 0.3)
+        ln.bias.normal_(0, 0.3)
+    x = torch.randn(3, 4, C) * 2 + 1
+    new = lu.fold_ln_affine(ln, lin)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            new(torch.nn.functional.layer_norm(x, (C,))), lin(ln(x))
+        )
+    with pytest.raises(ValueError, match="in_features=12"):
+        lu.fold_ln_affine(ln, nn.Linear(5, 5))
+    with pytest.raises(ValueError, match="LayerNorm"):
+        lu.fold_ln_affine(nn.BatchNorm1d(C), lin)
+
+
+def test_fold_layernorm_model_is_an_rmsnorm_model_with_the_same_function():
+    torch.manual_seed(0)
+    cfg = lu.TransformerConfig(
+        vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8
+    )
+    model = lu.TinyTransformer(cfg)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+        model.tok_emb.weight.add_(0.7)  # a stream far from zero mean
+    model.eval()
+    folded = lu.fold_layernorm_model(model)
+    idx = torch.randint(0, 11, (3, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(idx), model(idx), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, nn.LayerNorm) for m in folded.modules())
+    assert sum(isinstance(m, lu.RMSNorm) for m in folded.modules()) == 2 * 2 + 1
+    with pytest.raises(ValueError, match="LayerNorm"):
+        lu.fold_layernorm_model(lu.TinyTransformer(lu.TransformerConfig(norm="batch")))
