@@ -70,6 +70,7 @@ lint: setup
 test-lib: setup lint
 	$(BIN)/python tools/nbtool.py --check
 	$(BIN)/pytest -q tests -n $(JOBS) --ignore=tests/browser
+	$(BIN)/pytest -q --doctest-modules src/lnbn_utils -p no:cacheprovider
 
 # One kernel per notebook (--dist loadfile), both cores; the assert cells are the checks.
 # Timing findings fail here (LNBN_STRICT_TIMING=1); on Colab they only warn.

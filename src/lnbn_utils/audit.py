@@ -809,6 +809,7 @@ def audit(
         what failed.
 
     Example:
+        >>> import torch, lnbn_utils as lu
         >>> model = lu.TinyTransformer(lu.TransformerConfig(norm="batch"))
         >>> report = lu.audit(model, torch.randint(0, 64, (4, 16)))
         >>> report.get("batch", "train").holds, report.get("batch", "eval").holds
