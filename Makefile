@@ -48,21 +48,9 @@ lint-workflows: setup
 
 test: setup test-lib test-notebooks test-build
 
-# The formatter gate (ruff.toml: 88 columns). Paths join LINT_PATHS as they are converted.
-LINT_PATHS ?= src/lnbn_utils/stats.py src/lnbn_utils/findings.py book/_ext \
-	tests/test_stats.py tests/test_findings.py tests/test_glue_refs.py \
-	tests/test_evidence_ledger.py src/lnbn_utils/audit.py tests/test_audit.py \
-	tools tests/test_book.py tests/browser/test_pages.py \
-	src/lnbn_utils/parallel_experiment.py src/lnbn_utils/distributed.py \
-	tests/test_jacobian.py tests/test_distributed.py tests/test_parallel_experiment.py \
-	src/lnbn_utils/charlm_experiment.py src/lnbn_utils/probes.py \
-	tests/test_charlm_experiment.py tests/test_probes.py \
-	src/lnbn_utils/repaired_norms.py tests/test_repaired_norms.py book/05_beyond_layernorm.ipynb \
-	book/01_batch_dependence.ipynb book/03_training_stability.ipynb book/06_audit_your_model.ipynb \
-	src/lnbn_utils/memory.py src/lnbn_utils/folding.py tests/test_memory.py tests/test_folding.py \
-	benchmarks book/04_memory_and_compute.ipynb \
-	book/00_two_norms.ipynb book/02_variable_length.ipynb src/lnbn_utils/tasks.py \
-	tests/test_tasks.py
+# The formatter gate (ruff.toml: 88 columns): the library, tests, tools, benchmarks and the
+# notebooks' code cells.
+LINT_PATHS ?= src tests tools benchmarks book
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)

@@ -11,12 +11,16 @@ def test_saved_tensor_bytes_matches_checked_facts():
     # nn.BatchNorm1d wants channels second: (B, T, C) -> (B, C, T)
     assert lu.saved_tensor_bytes(nn.BatchNorm1d(128), x.transpose(1, 2)) == 264_704
     assert lu.saved_tensor_bytes(lu.TokenBatchNorm(128), x) == 264_704
-    assert lu.saved_tensor_bytes(nn.RMSNorm(128), x) == 526_848  # unfused on CPU (torch 2.13): ~2x the input
+    assert (
+        lu.saved_tensor_bytes(nn.RMSNorm(128), x) == 526_848
+    )  # unfused on CPU (torch 2.13): ~2x the input
 
 
 def test_saved_tensor_bytes_counts_a_storage_once():
     x = torch.randn(100, requires_grad=True)
-    assert lu.saved_tensor_bytes(lambda t: (t * t).sum(), x) == 400  # x saved twice, counted once
+    assert (
+        lu.saved_tensor_bytes(lambda t: (t * t).sum(), x) == 400
+    )  # x saved twice, counted once
     assert lu.saved_tensor_bytes(lambda t: t + 1, x) == 0
     with pytest.raises(ValueError, match="callable"):
         lu.saved_tensor_bytes(3, x)

@@ -36,7 +36,10 @@ def test_lm_is_causal_with_layernorm():
 def test_classifier_ignores_padding_with_layernorm_and_masked_bn():
     task = lu.VariableLengthTask(vocab_size=11, min_len=3, max_len=6)
     tokens, mask, _ = task.batch(4, torch.Generator().manual_seed(0))
-    longer, longer_mask = (torch.nn.functional.pad(t, (0, 5), value=v) for t, v in ((tokens, 0), (mask, True)))
+    longer, longer_mask = (
+        torch.nn.functional.pad(t, (0, 5), value=v)
+        for t, v in ((tokens, 0), (mask, True))
+    )
     for kind in ["layer", "masked_batch"]:
         torch.manual_seed(0)
         model = tiny(norm=kind, causal=False, n_classes=2)
@@ -68,7 +71,9 @@ def test_model_rejects_bad_input():
     with pytest.raises(ValueError, match="bool padding_mask"):
         model(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="all-padding row"):
-        model(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[False] * 3, [True] * 3]))
+        model(
+            torch.zeros(2, 3, dtype=torch.long), torch.tensor([[False] * 3, [True] * 3])
+        )
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Hand measured numbers to the book's prose (myst-nb ``glue``), and work without it on Colab."""
+"""Hand measured numbers to the book's prose (myst-nb ``glue``); a no-op on Colab."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,7 +15,9 @@ def glue(name: str, value: Any, display: bool = False) -> None:
     notebooks run anywhere.
     """
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"expected a glue name that is a Python identifier, got {name!r}")
+        raise ValueError(
+            f"expected a glue name that is a Python identifier, got {name!r}"
+        )
     try:
         from myst_nb import glue as _glue
     except ImportError:

@@ -1,4 +1,5 @@
-"""A tiny Transformer whose normalization layer is a parameter (nanoGPT-sized, or smaller)."""
+"""A tiny Transformer whose normalization layer is a parameter (nanoGPT-sized)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,18 +24,23 @@ class TransformerConfig:
     n_layer: int = 2
     n_head: int = 2
     n_embd: int = 32
-    norm: str = "layer"  # any make_norm kind: "layer", "batch", "masked_batch", "rms", "none", ...
-    norm_position: str = "pre"  # "pre": x + f(norm(x)) (GPT-2 and later); "post": norm(x + f(x)) (Vaswani et al.)
+    norm: str = (
+        "layer"  # any make_norm kind: "layer", "batch", "masked_batch", "rms", ...
+    )
+    # "pre": x + f(norm(x)) (GPT-2 and later); "post": norm(x + f(x)) (Vaswani et al.)
+    norm_position: str = "pre"
     causal: bool = True  # causal attention for a language model; False for a classifier
-    n_classes: Optional[int] = None  # None: LM head over the vocabulary; int: mean-pooled classifier head
+    n_classes: Optional[int] = (
+        None  # None: LM head over the vocabulary; int: mean-pooled classifier head
+    )
     mlp_ratio: int = 4
     # "learned": a learned absolute position embedding (GPT-2); "rotary": queries and
     # keys rotated by position (RoPE, Su et al. 2021), so attention sees only offsets;
     # "none": no position information (a causal model can infer it from the mask).
     position: str = "learned"
     # "gpt2": N(0, 0.02) weights, N(0, 0.01) position embedding, residual projections
-    # scaled by 1/sqrt(2 * n_layer) (Radford et al. 2019). "legacy": PyTorch defaults with
-    # N(0, 1) embeddings, the book's first version, kept to show that confound.
+    # scaled by 1/sqrt(2 * n_layer) (Radford et al. 2019). "legacy": PyTorch defaults
+    # with N(0, 1) embeddings, the book's first version, kept to show that confound.
     init: str = "gpt2"
 
     def __post_init__(self) -> None:
@@ -43,15 +49,27 @@ class TransformerConfig:
         if self.init not in ("gpt2", "legacy"):
             raise ValueError(f"expected init 'gpt2' or 'legacy', got {self.init!r}")
         if self.norm_position not in ("pre", "post"):
-            raise ValueError(f"expected norm_position 'pre' or 'post', got {self.norm_position!r}")
+            raise ValueError(
+                f"expected norm_position 'pre' or 'post', got {self.norm_position!r}"
+            )
         if self.n_embd % self.n_head != 0:
-            raise ValueError(f"expected n_embd divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
+            raise ValueError(
+                "expected n_embd divisible by n_head, "
+                f"got n_embd={self.n_embd}, n_head={self.n_head}"
+            )
         if self.position == "rotary" and (self.n_embd // self.n_head) % 2:
             raise ValueError(
                 "expected an even head size for rotary positions, got "
                 f"n_embd // n_head = {self.n_embd // self.n_head}"
             )
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_embd",
+            "mlp_ratio",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"expected {name} >= 1, got {getattr(self, name)}")
 
@@ -86,10 +104,15 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # each (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            for t in (q, k, v)
+        )  # (B, nh, T, hs)
         if self.rotary:  # position enters as a rotation of queries and keys only
             q, k = apply_rotary(q), apply_rotary(k)
         mask = attention_mask(padding_mask, T, self.causal)
@@ -101,7 +124,7 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """One Transformer block: attention and MLP, each wrapped with a norm and a residual."""
+    """One Transformer block: attention and MLP, each with a norm and a residual."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -115,7 +138,9 @@ class Block(nn.Module):
             nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd),
         )
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         m = padding_mask
         if self.pre:  # x + f(norm(x))
             x = x + self.attn(self.norm1(x, m), m)
@@ -139,8 +164,10 @@ class TinyTransformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        # Pre-norm stacks end with a final norm (GPT-2); post-norm outputs are already normalized.
-        self.norm_f = make_norm(cfg.norm if cfg.norm_position == "pre" else "none", cfg.n_embd)
+        # Pre-norm stacks end with a final norm (GPT-2); post-norm outputs already are.
+        self.norm_f = make_norm(
+            cfg.norm if cfg.norm_position == "pre" else "none", cfg.n_embd
+        )
         self.head = nn.Linear(cfg.n_embd, cfg.n_classes or cfg.vocab_size)
         if cfg.init == "gpt2":
             self._init_gpt2()
@@ -158,7 +185,9 @@ class TinyTransformer(nn.Module):
             for proj in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(proj.weight, std=0.02 / (2 * self.cfg.n_layer) ** 0.5)
 
-    def forward(self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         self._check(idx, padding_mask)
         B, T = idx.shape
         x = self.tok_emb(idx)  # (B, T, C)
@@ -169,7 +198,11 @@ class TinyTransformer(nn.Module):
         x = self.norm_f(x, padding_mask)
         if self.cfg.n_classes is None:
             return self.head(x)  # (B, T, vocab_size)
-        real = torch.ones(B, T, 1, device=x.device) if padding_mask is None else (~padding_mask)[..., None].to(x.dtype)
+        real = (
+            torch.ones(B, T, 1, device=x.device)
+            if padding_mask is None
+            else (~padding_mask)[..., None].to(x.dtype)
+        )
         pooled = (x * real).sum(1) / real.sum(1)  # (B, C): mean over real tokens
         return self.head(pooled)  # (B, n_classes)
 
@@ -181,12 +214,20 @@ class TinyTransformer(nn.Module):
                     "(convert with torch.tensor(...))"
                 )
         if idx.dim() != 2 or idx.dtype != torch.long:
-            raise ValueError(f"expected token ids of shape (B, T) and dtype long, got {tuple(idx.shape)} {idx.dtype}")
-        if idx.shape[1] > self.cfg.block_size:
-            raise ValueError(f"expected T <= block_size={self.cfg.block_size}, got T={idx.shape[1]}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.cfg.vocab_size):
             raise ValueError(
-                f"expected token ids in [0, {self.cfg.vocab_size}), got range [{int(idx.min())}, {int(idx.max())}]"
+                "expected token ids of shape (B, T) and dtype long, "
+                f"got {tuple(idx.shape)} {idx.dtype}"
+            )
+        if idx.shape[1] > self.cfg.block_size:
+            raise ValueError(
+                f"expected T <= block_size={self.cfg.block_size}, got T={idx.shape[1]}"
+            )
+        if idx.numel() and (
+            int(idx.min()) < 0 or int(idx.max()) >= self.cfg.vocab_size
+        ):
+            raise ValueError(
+                f"expected token ids in [0, {self.cfg.vocab_size}), "
+                f"got range [{int(idx.min())}, {int(idx.max())}]"
             )
         if padding_mask is not None:
             if padding_mask.dtype != torch.bool or padding_mask.shape != idx.shape:
@@ -195,7 +236,10 @@ class TinyTransformer(nn.Module):
                     f"got {padding_mask.dtype} of shape {tuple(padding_mask.shape)}"
                 )
             if bool(padding_mask.all(dim=1).any()):
-                raise ValueError("expected every sequence to have at least one real token, got an all-padding row")
+                raise ValueError(
+                    "expected every sequence to have at least one real token, "
+                    "got an all-padding row"
+                )
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,4 +1,5 @@
 """One plotting style for the whole book, readable on the light and the dark theme."""
+
 from __future__ import annotations
 
 import matplotlib as mpl
@@ -21,7 +22,7 @@ NORM_COLORS = {
 
 
 def set_style() -> None:
-    """Matplotlib defaults for the book: opaque white figures (so they read on a dark page), grid, sizes."""
+    """Matplotlib defaults: opaque white figures (for dark pages), grid, sizes."""
     mpl.rcParams.update(
         {
             "figure.figsize": (6.4, 3.6),
