@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .masking import lengths_to_padding_mask
+from .masking import integer_lengths, lengths_to_padding_mask
 from .train import evaluating
 
 __all__ = [
@@ -27,13 +27,7 @@ __all__ = [
 
 
 def _check_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    lengths = torch.as_tensor(lengths)
-    if (
-        lengths.dtype.is_floating_point
-        or lengths.dtype.is_complex
-        or lengths.dtype == torch.bool
-    ):
-        raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
+    lengths = integer_lengths(lengths)
     if lengths.dim() != 1 or lengths.numel() == 0:
         raise ValueError(
             "expected a non-empty 1-D tensor of lengths, "

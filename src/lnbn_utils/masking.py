@@ -43,6 +43,20 @@ def real_token_weights(
     return real.to(dtype), real.sum()
 
 
+def integer_lengths(lengths: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """``lengths`` as a tensor; float, complex and bool dtypes are refused."""
+    if not isinstance(lengths, torch.Tensor) and len(lengths) == 0:
+        lengths = torch.zeros(0, dtype=torch.long)  # as_tensor([]) would be float
+    lengths = torch.as_tensor(lengths)
+    if (
+        lengths.dtype.is_floating_point
+        or lengths.dtype.is_complex
+        or lengths.dtype == torch.bool
+    ):
+        raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
+    return lengths
+
+
 def lengths_to_padding_mask(
     lengths: torch.Tensor | Sequence[int], T: Optional[int] = None
 ) -> torch.Tensor:
@@ -53,15 +67,7 @@ def lengths_to_padding_mask(
         tensor([[False, False,  True,  True],
                 [False, False, False,  True]])
     """
-    if not isinstance(lengths, torch.Tensor) and len(lengths) == 0:
-        lengths = torch.zeros(0, dtype=torch.long)  # as_tensor([]) would be float
-    lengths = torch.as_tensor(lengths)
-    if (
-        lengths.dtype.is_floating_point
-        or lengths.dtype.is_complex
-        or lengths.dtype == torch.bool
-    ):
-        raise TypeError(f"expected integer lengths, got dtype {lengths.dtype}")
+    lengths = integer_lengths(lengths)
     if lengths.dim() != 1:
         raise ValueError(
             f"expected a 1-D tensor of lengths, got shape {tuple(lengths.shape)}"
