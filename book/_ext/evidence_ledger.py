@@ -18,6 +18,7 @@ import html
 import json
 import posixpath
 import re
+import textwrap
 from pathlib import Path
 
 from docutils import nodes
@@ -226,7 +227,7 @@ def _draw_summary(records: list[dict], titles: list[str], path: Path) -> None:
     cols = min(n, 4)
     rows = -(-n // cols)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(2.6 * cols, 3.4 * rows), squeeze=False
+        rows, cols, figsize=(3.3 * cols, 4.3 * rows), squeeze=False
     )
     for ax in axes.flat[n:]:
         ax.set_visible(False)
@@ -240,15 +241,16 @@ def _draw_summary(records: list[dict], titles: list[str], path: Path) -> None:
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xlim(-1, 1)
         ax.set_xticks([])
-        ax.set_ylabel(r["unit"] or "value")
-        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(textwrap.fill(r["unit"] or "value", 32), fontsize=8)
+        ax.set_title(textwrap.fill(title, 32), fontsize=9)
         control = r["control_label"]
         if r["control"] is not None:
             control += f" = {_fmt(r['control'])}"
         test = (
             "inside dashes" if r["expect"] == "within" else f"{r['expect']} dashed line"
         )
-        ax.set_xlabel(f"test: interval {test}\ncontrol: {control}", fontsize=8)
+        text = f"test: interval {test}. Control: {control}"
+        ax.set_xlabel(textwrap.fill(text, 40), fontsize=7)
     fig.tight_layout()
     fig.patch.set_facecolor("white")
     fig.savefig(path, dpi=110, facecolor="white")
