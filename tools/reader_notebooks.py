@@ -32,6 +32,7 @@ outputs; the export runs it on everything it writes.
 from __future__ import annotations
 
 import argparse
+import ast
 import codecs
 import json
 import re
@@ -199,6 +200,25 @@ def _split_explicit(content: str) -> tuple[str | None, str]:
 # --- the Markdown rewrite -------------------------------------------------------------
 
 
+def literal_include(path: Path, options: dict[str, str]) -> list[str]:
+    """A fenced code block of ``path`` (or of its ``:pyobject:``), as the book shows."""
+    text = path.read_text()
+    lines = text.splitlines()
+    if "pyobject" in options:
+        node = ast.parse(text)
+        for part in options["pyobject"].split("."):
+            node = next(
+                n
+                for n in ast.iter_child_nodes(node)
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and n.name == part
+            )
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        lines = lines[first - 1 : node.end_lineno]
+    language = options.get("language", "python" if path.suffix == ".py" else "")
+    return [f"```{language}", *lines, "```"]
+
+
 class Rewriter:
     def __init__(
         self,
@@ -298,11 +318,19 @@ class Rewriter:
             while j < len(lines) and lines[j].strip() != marker:
                 body.append(lines[j])
                 j += 1
+            options = dict(
+                re.match(r"^\s*:([\w-]+):\s*(.*)$", b).groups()
+                for b in body
+                if re.match(r"^\s*:[\w-]+:", b)
+            )
             body = [
                 b for b in body if not re.match(r"^\s*:[\w-]+:", b)
             ]  # directive options
             body = self.fences(body)
-            if name in ADMONITIONS:
+            if name == "literalinclude":
+                path = ROOT / Path(self.page).parent / args.strip()
+                out.extend(f"{indent}{b}" for b in literal_include(path, options))
+            elif name in ADMONITIONS:
                 title = args.strip() or name.capitalize()
                 out.append(f"{indent}> **{title}**")
                 out.append(f"{indent}>")
