@@ -425,3 +425,12 @@ def test_page_description_is_the_first_real_paragraph():
     desc = book_ext._description(doctree, limit=120)
     assert desc.startswith("The article's first claim") and desc.endswith("…")
     assert len(desc) <= 120
+
+
+def test_reader_literalinclude_shows_the_named_object(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import os\n\n\n@staticmethod\ndef f(x):\n    return x\n\n\ny = 1\n")
+    got = reader_notebooks.literal_include(src, {"pyobject": "f"})
+    assert got == ["```python", "@staticmethod", "def f(x):", "    return x", "```"]
+    whole = reader_notebooks.literal_include(src, {})
+    assert whole[1] == "import os" and whole[-1] == "```"
