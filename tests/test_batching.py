@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_classifier
 
 import lnbn_utils as lu
 
@@ -91,17 +92,7 @@ def test_bad_inputs_raise(call, error, match):
 
 
 def classifier(norm, seed=0):
-    torch.manual_seed(seed)
-    cfg = lu.TransformerConfig(
-        vocab_size=16,
-        block_size=40,
-        n_layer=1,
-        n_embd=16,
-        norm=norm,
-        causal=False,
-        n_classes=2,
-    )
-    return lu.TinyTransformer(cfg)
+    return tiny_classifier(norm, seed, vocab_size=16, block_size=40)
 
 
 def dataset(n=24, seed=0):

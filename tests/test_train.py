@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_models import tiny_classifier
 
 import lnbn_utils as lu
 
@@ -111,17 +112,7 @@ def test_evaluating_restores_buffers_and_flags_even_after_an_error():
 
 
 def classifier_setup(norm, seed=0):
-    torch.manual_seed(seed)
-    cfg = lu.TransformerConfig(
-        vocab_size=10,
-        block_size=24,
-        n_layer=1,
-        n_embd=16,
-        norm=norm,
-        causal=False,
-        n_classes=2,
-    )
-    return lu.TinyTransformer(cfg)
+    return tiny_classifier(norm, seed, vocab_size=10, block_size=24)
 
 
 def pad_more(batch, extra, pad_id):
