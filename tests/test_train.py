@@ -34,6 +34,23 @@ def test_train_is_reproducible():
     assert a.train_loss == b.train_loss
 
 
+def test_train_matches_a_per_parameter_adamw_loop():
+    """The foreach AdamW that train() uses changes the speed, not a single bit."""
+    hist = lu.train(*setup("batch")[:2], steps=8, lr=1e-2, weight_decay=0.1)
+    model, batch_fn, _ = setup("batch")
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-2, weight_decay=0.1, foreach=False
+    )
+    losses = []
+    for _ in range(8):
+        loss = lu.lm_loss(model, batch_fn())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        opt.step()
+    assert hist.train_loss == losses
+
+
 def test_evaluate_leaves_batchnorm_buffers_unchanged():
     model, batch_fn, val = setup("batch")
     lu.train(model, batch_fn, steps=3)

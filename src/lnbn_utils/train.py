@@ -171,7 +171,11 @@ def train(
         )
     if eval_every and len(val_batches) == 0:
         raise ValueError(f"expected val_batches for eval_every={eval_every}, got none")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # foreach: one kernel per op for all parameters (the default on CUDA, not on
+    # CPU); the same arithmetic as the per-parameter loop, with less overhead
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True
+    )
     hist = History()
     for step in range(steps):
         model.train()
