@@ -180,20 +180,24 @@ def update_running_stats(
     mean: torch.Tensor,
     var: torch.Tensor,
     n: int | torch.Tensor,
+    unbiased: bool = True,
 ) -> None:
     """``nn.BatchNorm1d``'s update of ``norm``'s running statistics, written once.
 
     ``mean``, ``var``: this batch's (C,) mean and *biased* variance over ``n``
-    tokens. ``running_var`` is updated with the unbiased variance, var * n / (n - 1);
+    tokens. ``running_var`` is updated with the unbiased variance, var * n / (n - 1)
+    (with ``var`` itself if ``unbiased=False``, as Regularized BN's code does);
     ``momentum=None`` gives the cumulative average over all steps so far. ``norm``
     needs ``running_mean``, ``running_var``, ``num_batches_tracked`` and
-    ``momentum``.
+    ``momentum``. Statistics of another dtype (float16/bfloat16, or float32 from a
+    mixed-precision step) are cast to the buffers' dtype.
     """
     norm.num_batches_tracked.add_(1)
     factor = momentum_factor(norm)
     rm, rv = norm.running_mean, norm.running_var
+    var = var.detach() * n / (n - 1) if unbiased else var.detach()
     rm.lerp_(mean.detach().to(rm.dtype), factor)
-    rv.lerp_((var.detach() * n / (n - 1)).to(rv.dtype), factor)
+    rv.lerp_(var.to(rv.dtype), factor)
 
 
 def normalize(
