@@ -48,6 +48,10 @@ __all__ = [
 # float32 norm, float32 x into a float64 norm) is a TypeError that names both dtypes.
 _REDUCED = (torch.float16, torch.bfloat16)
 
+# PyTorch's public BatchNorm classes, named instead of the private
+# ``nn.modules.batchnorm._BatchNorm`` (``TokenBatchNorm`` is an ``nn.BatchNorm1d``).
+TORCH_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
 
 def check_norm_input(
     x: torch.Tensor,
