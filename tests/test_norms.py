@@ -338,7 +338,10 @@ def test_no_norm_passes_any_float_dtype_through():
 
 # --- hyperparameters ----------------------------------------------------------------
 
-EPS_KINDS = ["layer", "batch", "masked_batch", "rms", "rbn", "renorm"]
+EPS_KINDS = [k for k in ALL_KINDS if k not in ("dyt", "none")]  # those with an eps
+MOMENTUM_KINDS = [
+    "batch", "ghost_batch", "masked_batch", "position_batch", "rbn", "renorm",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", EPS_KINDS)
@@ -356,7 +359,7 @@ def test_bad_eps_is_refused(kind, eps, error):
         lu.make_norm(kind, C, eps=eps)
 
 
-@pytest.mark.parametrize("kind", ["batch", "masked_batch", "rbn", "renorm"])
+@pytest.mark.parametrize("kind", MOMENTUM_KINDS)
 @pytest.mark.parametrize(
     "momentum, error",
     [
@@ -372,7 +375,7 @@ def test_bad_momentum_is_refused(kind, momentum, error):
         lu.make_norm(kind, C, momentum=momentum)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @pytest.mark.parametrize(
     "width, error",
     [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)],
@@ -399,6 +402,12 @@ def test_momentum_none_is_the_cumulative_average_like_batchnorm1d(cls, use_mask)
     torch.testing.assert_close(norm.running_mean, ref.running_mean)
     torch.testing.assert_close(norm.running_var, ref.running_var)
     assert int(norm.num_batches_tracked) == 4
+
+
+def test_group_bns_have_no_cumulative_average():
+    for kind in ("ghost_batch", "position_batch"):
+        with pytest.raises(TypeError, match="expected momentum to be a float.*None"):
+            lu.make_norm(kind, C, momentum=None)
 
 
 def test_momentum_zero_and_one():

@@ -26,7 +26,14 @@ import torch.nn.functional as F
 
 from .data import CharCorpus
 from .models import TinyTransformer, TransformerConfig
-from .norms import check_norm_input, make_norm, register_norm
+from .norms import (
+    _check_eps,
+    _check_momentum,
+    _check_num_features,
+    check_norm_input,
+    make_norm,
+    register_norm,
+)
 from .probes import TIDRecorder
 from .repro import seed_everything
 from .train import History, train
@@ -65,6 +72,11 @@ class _GroupBatchNorm(nn.Module):
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1
     ) -> None:
         super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
+        if momentum is None:  # the update below has no cumulative-average mode
+            raise TypeError("expected momentum to be a float in [0, 1], got None")
+        _check_momentum(momentum)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))

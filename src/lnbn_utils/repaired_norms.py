@@ -27,6 +27,8 @@ from .masking import real_token_weights
 from .norms import (
     MaskedBatchNorm,
     _check_enough_tokens,
+    _check_eps,
+    _check_num_features,
     check_norm_input,
     register_norm,
     update_running_stats,
@@ -55,6 +57,7 @@ class DyT(nn.Module):
 
     def __init__(self, num_features: int, alpha0: float = 0.5) -> None:
         super().__init__()
+        _check_num_features(num_features)
         if not alpha0 > 0:
             raise ValueError(f"expected alpha0 > 0, got {alpha0!r}")
         self.num_features = num_features
@@ -154,6 +157,8 @@ class PowerNorm(nn.Module):
         simplified: bool = False,
     ) -> None:
         super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
         if not (0.0 <= alpha_fwd < 1.0 and 0.0 <= alpha_bkw <= 1.0):
             raise ValueError(
                 "expected 0 <= alpha_fwd < 1 and 0 <= alpha_bkw <= 1, "
@@ -250,7 +255,8 @@ class RegularizedBatchNorm(MaskedBatchNorm):
     + penalty_var * sum_c |var_B - var_run|`` (its "diff" penalty). The training
     loss must add it: ``extra_loss=lu.stat_penalty``. Eval mode uses the running
     statistics and sets ``penalty`` to 0. Defaults: the paper's Pre-LN setting
-    (0.1, 0.01); its code's momentum is 0.05, here 0.1 like the book's other BNs.
+    (0.1, 0.01); its code's momentum is 0.05, here 0.1 like the book's other BNs
+    (``momentum=None``: a cumulative average, as in ``nn.BatchNorm1d``).
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
     """
@@ -259,7 +265,7 @@ class RegularizedBatchNorm(MaskedBatchNorm):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         penalty_mean: float = 0.1,
         penalty_var: float = 0.01,
     ) -> None:
@@ -328,7 +334,7 @@ class BatchRenorm(MaskedBatchNorm):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         r_max: float = 3.0,
         d_max: float = 5.0,
         warmup_steps: int = 50,
