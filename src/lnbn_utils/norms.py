@@ -46,6 +46,9 @@ __all__ = [
 # parameters are float32 (mixed precision: statistics in float32, the output in x's
 # dtype, the running buffers stay float32). Anything else (integer x, float64 x into a
 # float32 norm, float32 x into a float64 norm) is a TypeError that names both dtypes.
+# Every kind ``make_norm`` builds follows it (tests/test_norms.py loops NORM_KINDS):
+# call ``check_norm_input(x, mask, C, self.weight.dtype)``, compute on
+# ``x.to(self.weight.dtype)`` and return ``y.to(x.dtype)``.
 _REDUCED = (torch.float16, torch.bfloat16)
 
 # PyTorch's public BatchNorm classes, named instead of the private
@@ -478,7 +481,11 @@ NORM_KINDS: dict[str, Callable[..., nn.Module]] = {
 
 
 def register_norm(kind: str, factory: Callable[..., nn.Module]) -> None:
-    """Add a norm kind to ``make_norm`` (``factory(num_features, **kwargs)``)."""
+    """Add a norm kind to ``make_norm`` (``factory(num_features, **kwargs)``).
+
+    Its norms must have the signature ``norm(x, padding_mask=None)`` and follow the
+    dtype policy above; the tests check every registered kind.
+    """
     NORM_KINDS[kind] = factory
 
 
