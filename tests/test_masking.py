@@ -122,3 +122,24 @@ def test_document_mask_keeps_attention_inside_documents_and_pads_to_themselves()
     causal = lu.attention_mask(None, 4, causal=True, doc_ids=doc_ids)[0, 0]
     assert causal.tolist()[1] == [True, True, False, False]
     assert causal.tolist()[2] == [False, False, True, False]
+
+
+@pytest.mark.parametrize(
+    "doc_ids, error, match",
+    [
+        ([[0, 0, 1]], TypeError, "doc_ids to be a torch.Tensor, got list"),
+        (torch.tensor([[0.0, 1.0]]), TypeError, "integer doc_ids, got dtype"),
+        (torch.tensor([0, 0, 1]), ValueError, r"shape \(B, T\), got shape \(3,\)"),
+    ],
+)
+def test_document_positions_refuses_bad_input(doc_ids, error, match):
+    with pytest.raises(error, match=match):
+        lu.document_positions(doc_ids)
+
+
+def test_attention_mask_refuses_masks_of_another_length():
+    doc_ids = torch.tensor([[0, 0, 1]])
+    with pytest.raises(ValueError, match=r"doc_ids of shape \(B, T=4\), got"):
+        lu.attention_mask(None, 4, causal=True, doc_ids=doc_ids)
+    with pytest.raises(ValueError, match=r"padding_mask of shape \(B, T=4\), got"):
+        lu.attention_mask(doc_ids < 0, 4, causal=True)

@@ -214,6 +214,28 @@ def test_packed_forward_refuses_bad_doc_ids():
             model(tokens, doc_ids=ids)
     with pytest.raises(ValueError, match="padding_mask to equal doc_ids < 0"):
         model(tokens, torch.zeros_like(tokens, dtype=torch.bool), doc_ids=doc_ids)
+    with pytest.raises(ValueError, match="doc_ids with cross_document=True"):
+        model(tokens, cross_document=True)
+    with pytest.raises(TypeError, match="cross_document to be a bool"):
+        model(tokens, doc_ids=doc_ids, cross_document="no")
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary", "none"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_edge_cases_one_token_documents_full_rows_and_pads_between(
+    position, causal
+):
+    """Check: one-token documents, a document filling its row, pads between two."""
+    docs = [torch.tensor(d) for d in ([3], [4, 5, 6], [7], [1, 2, 3, 4, 5, 6], [8])]
+    tokens = torch.tensor([[3, 0, 0, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 0], [8] * 7])
+    doc_ids = torch.tensor(
+        [[0, -1, -1, 1, 1, 1, 2], [3, 3, 3, 3, 3, 3, -1], [4, -1, -1, -1, -1, -1, -1]]
+    )
+    tokens[2, 1:] = 0
+    torch.manual_seed(0)
+    model = tiny(position=position, causal=causal, init="legacy").eval()
+    packed = model(tokens, doc_ids=doc_ids)[doc_ids >= 0]  # (N, V) in document order
+    torch.testing.assert_close(packed, torch.cat([model(d[None])[0] for d in docs]))
 
 
 def test_rotary_positions_argument_defaults_to_arange():

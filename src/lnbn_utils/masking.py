@@ -171,6 +171,25 @@ def pack_sequences(
     return tokens, doc_ids
 
 
+def _check_doc_ids(doc_ids: torch.Tensor, T: Optional[int] = None) -> None:
+    """Refuse document ids that are not a (B, T) integer tensor."""
+    if not isinstance(doc_ids, torch.Tensor):
+        raise TypeError(
+            f"expected doc_ids to be a torch.Tensor, got {type(doc_ids).__name__}"
+        )
+    if (
+        doc_ids.dtype.is_floating_point
+        or doc_ids.dtype.is_complex
+        or (doc_ids.dtype == torch.bool)
+    ):
+        raise TypeError(f"expected integer doc_ids, got dtype {doc_ids.dtype}")
+    if doc_ids.dim() != 2 or (T is not None and doc_ids.shape[1] != T):
+        want = "(B, T)" if T is None else f"(B, T={T})"
+        raise ValueError(
+            f"expected doc_ids of shape {want}, got shape {tuple(doc_ids.shape)}"
+        )
+
+
 def document_positions(doc_ids: torch.Tensor) -> torch.Tensor:
     """Each token's position within its own document: restarts at 0 per document.
 
@@ -181,6 +200,7 @@ def document_positions(doc_ids: torch.Tensor) -> torch.Tensor:
         >>> document_positions(torch.tensor([[0, 0, 1, 1, 1, -1]])).tolist()
         [[0, 1, 0, 1, 2, 0]]
     """
+    _check_doc_ids(doc_ids)
     T = doc_ids.shape[1]
     t = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)  # (B, T)
     first = torch.ones_like(doc_ids, dtype=torch.bool)
@@ -203,6 +223,15 @@ def attention_mask(
     its own document, and a pad only to pads, so no row of the mask is empty.
     Returns None when there is nothing to mask.
     """
+    if doc_ids is not None:
+        _check_doc_ids(doc_ids, T)
+    if padding_mask is not None and (
+        padding_mask.dim() != 2 or padding_mask.shape[1] != T
+    ):
+        raise ValueError(
+            f"expected a padding_mask of shape (B, T={T}), "
+            f"got shape {tuple(padding_mask.shape)}"
+        )
     allowed = None
     if causal:
         allowed = torch.ones(T, T, dtype=torch.bool).tril()[None, None]  # (1, 1, T, T)

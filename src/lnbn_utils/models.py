@@ -225,6 +225,14 @@ class TinyTransformer(nn.Module):
                 positions span the whole row; only the pooling is per document.
         """
         self._check(idx, padding_mask)
+        if not isinstance(cross_document, bool):
+            raise TypeError(
+                f"expected cross_document to be a bool, got {cross_document!r}"
+            )
+        if cross_document and doc_ids is None:
+            raise ValueError(
+                "expected doc_ids with cross_document=True, got doc_ids=None"
+            )
         positions = None
         if doc_ids is not None:
             padding_mask = self._check_docs(idx, padding_mask, doc_ids)
