@@ -1,5 +1,6 @@
 """Tests for lnbn_utils.charlm_experiment: char-LM runs, stability sweep, controls."""
 
+import copy
 import math
 
 import pytest
@@ -58,6 +59,45 @@ def test_position_bn_statistics_are_over_the_batch_axis():
     torch.testing.assert_close(mean, x.mean(0))
     torch.testing.assert_close(var, x.var(0, unbiased=False))
     assert n == 5
+
+
+def legacy_group_forward(norm, x):
+    """The group BNs' float32 forward before the dtype policy, written out."""
+    if not norm.training:
+        return (x - norm.running_mean) * torch.rsqrt(
+            norm.running_var + norm.eps
+        ) * norm.weight + norm.bias
+    xg = norm._groups(x)
+    mean, var, n = norm.batch_stats(x)
+    with torch.no_grad():
+        norm.running_mean.lerp_(mean.mean(0), norm.momentum)
+        norm.running_var.lerp_((var * n / (n - 1)).mean(0), norm.momentum)
+    yg = (xg - mean[:, None]) * torch.rsqrt(var[:, None] + norm.eps)
+    return norm._ungroup(yg, x.shape) * norm.weight + norm.bias
+
+
+@pytest.mark.parametrize("kind", ["ghost_batch", "position_batch"])
+def test_group_bns_float32_results_are_bit_identical_to_the_old_code(kind):
+    """Computing float16/bfloat16 input in float32 left float32 numerics unchanged."""
+    norm = lu.make_norm(kind, C)
+    with torch.no_grad():
+        norm.weight.add_(torch.linspace(-0.3, 0.3, C))
+        norm.bias.add_(torch.linspace(0.2, -0.1, C))
+    old = copy.deepcopy(norm)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(4):  # 3 training steps, then eval
+        norm.train(step < 3), old.train(step < 3)
+        x = torch.randn(4, 8, C, generator=gen) * (step + 1) + step
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        g = torch.randn(4, 8, C, generator=gen)
+        ya, yb = norm(xa), legacy_group_forward(old, xb)
+        (ya * g).sum().backward()
+        (yb * g).sum().backward()
+        assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad), step
+        for a, b in zip(norm.buffers(), old.buffers()):
+            assert torch.equal(a, b), step
+        for a, b in zip(norm.parameters(), old.parameters()):
+            assert torch.equal(a.grad, b.grad), step
 
 
 def test_group_bns_are_registered_kinds():

@@ -139,3 +139,42 @@ def test_sync_stats_gradient_matches_plain_batch_statistics():
     flat = x2.reshape(-1, C)
     ref = (flat.mean(0) * w + flat.var(0, unbiased=False) * w).sum()
     torch.testing.assert_close(g, torch.autograd.grad(ref, x2)[0])
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_sync_bn_float32_results_are_bit_identical_to_its_old_update(momentum):
+    """The running-statistics update, now lu.norms.update_running_stats, is unchanged:
+    the old private update written out gives the same buffers bit for bit."""
+    sync = lu.SyncTokenBatchNorm(C, momentum=momentum)
+    run_mean, run_var = sync.running_mean.clone(), sync.running_var.clone()
+    for step in range(3):
+        x = randn(4, 5, C, seed=30 + step) * (step + 1) + step
+        x_ref = x.clone().requires_grad_()
+        y = sync(x)
+        mean, var, n = lu.sync_batch_stats(x_ref)
+        m = 1.0 / (step + 1) if momentum is None else momentum  # the old formula
+        run_mean.lerp_(mean.detach(), m)
+        run_var.lerp_(var.detach() * n / (n - 1), m)
+        y_ref = (x_ref - mean) * torch.rsqrt(var + sync.eps) * sync.weight + sync.bias
+        assert torch.equal(y, y_ref), step
+        assert torch.equal(sync.running_mean, run_mean), step
+        assert torch.equal(sync.running_var, run_var), step
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sync_bn_follows_the_dtype_policy(dtype):
+    sync, ref = lu.SyncTokenBatchNorm(C), lu.TokenBatchNorm(C)
+    x = randn(4, 5, C, seed=3) * 2 + 1
+    for training in (True, False):
+        sync.train(training), ref.train(training)
+        y = sync(x.to(dtype))
+        assert y.dtype == dtype and torch.isfinite(y).all()
+        u = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11  # unit roundoff
+        torch.testing.assert_close(
+            y.float(), ref(x.to(dtype).float()), rtol=2 * u, atol=2 * u
+        )
+        assert all(b.dtype != dtype for b in sync.buffers())
+    with pytest.raises(TypeError, match="expected x of dtype torch.float32 .*float64"):
+        sync(x.double())
+    with pytest.raises(TypeError, match="floating-point x, got dtype torch.int64"):
+        sync(x.long())

@@ -87,7 +87,18 @@ def test_fold_rejects_bad_input():
         lu.fold_bn_linear(nn.BatchNorm1d(4).eval(), nn.Conv1d(4, 4, 1))
 
 
-@pytest.mark.parametrize("kind", ["batch", "masked_batch"])
+# every registered kind that follows the BN-like contract (eval: running statistics)
+FOLDABLE_KINDS = [
+    "batch", "ghost_batch", "masked_batch", "position_batch", "rbn", "renorm",
+]  # fmt: skip
+UNFOLDABLE_KINDS = ["dyt", "layer", "none", "power", "power_simple", "rms"]
+
+
+def test_the_foldable_and_unfoldable_kinds_cover_the_registry():
+    assert sorted(FOLDABLE_KINDS + UNFOLDABLE_KINDS) == sorted(lu.NORM_KINDS)
+
+
+@pytest.mark.parametrize("kind", FOLDABLE_KINDS)
 def test_fold_batchnorm_model_matches_and_removes_every_norm(kind):
     torch.manual_seed(0)
     cfg = lu.TransformerConfig(
@@ -107,18 +118,18 @@ def test_fold_batchnorm_model_matches_and_removes_every_norm(kind):
         torch.testing.assert_close(
             folded(idx, mask), model(idx, mask), rtol=1e-4, atol=1e-5
         )
-    assert not any(
-        isinstance(m, (nn.BatchNorm1d, lu.MaskedBatchNorm)) for m in folded.modules()
-    )
+    assert not any(lu.is_foldable_batchnorm(m) for m in folded.modules())
     assert not list(folded.buffers()) and not folded.training
     assert folded.num_params() == model.num_params() - 2 * 8 * (2 * 2 + 1)
-    assert any(
-        isinstance(m, nn.BatchNorm1d) or isinstance(m, lu.MaskedBatchNorm)
-        for m in model.modules()
-    )
+    n_norms = sum(lu.is_foldable_batchnorm(m) for m in model.modules())
+    assert n_norms == 2 * 2 + 1, n_norms  # the original keeps its norms
 
 
 def test_fold_batchnorm_model_rejects_what_it_cannot_fold():
+    for kind in UNFOLDABLE_KINDS:
+        model = lu.TinyTransformer(lu.TransformerConfig(norm=kind))
+        with pytest.raises(ValueError, match="expected BatchNorm layers .*got"):
+            lu.fold_batchnorm_model(model)
     for cfg in (
         lu.TransformerConfig(norm="layer"),
         lu.TransformerConfig(norm="batch", norm_position="post"),
@@ -169,3 +180,78 @@ def test_fold_layernorm_model_is_an_rmsnorm_model_with_the_same_function():
     assert sum(isinstance(m, lu.RMSNorm) for m in folded.modules()) == 2 * 2 + 1
     with pytest.raises(ValueError, match="LayerNorm"):
         lu.fold_layernorm_model(lu.TinyTransformer(lu.TransformerConfig(norm="batch")))
+
+
+# --- which layers fold: public classes and the BatchStatsNorm protocol --------------
+
+
+class DuckBatchNorm(nn.Module):
+    """BN-like, subclassing no BatchNorm: it has only the BatchStatsNorm contract."""
+
+    def __init__(self, C):
+        super().__init__()
+        self.eps = 1e-3
+        self.weight = nn.Parameter(torch.rand(C) + 0.5)
+        self.bias = nn.Parameter(torch.randn(C))
+        self.register_buffer("running_mean", torch.randn(C))
+        self.register_buffer("running_var", torch.rand(C) + 0.5)
+
+    def batch_stats(self, x, padding_mask=None):
+        flat = x.reshape(-1, x.shape[-1])
+        return flat.mean(0), flat.var(0, unbiased=False), torch.tensor(flat.shape[0])
+
+    def forward(self, x, padding_mask=None):  # eval mode only, for the test
+        scale = self.weight / torch.sqrt(self.running_var + self.eps)
+        return (x - self.running_mean) * scale + self.bias
+
+
+def test_is_foldable_batchnorm_accepts_public_classes_and_the_protocol():
+    C = 4
+    yes = [
+        nn.BatchNorm1d(C), nn.BatchNorm2d(C), nn.BatchNorm3d(C), nn.SyncBatchNorm(C),
+        lu.TokenBatchNorm(C), lu.SyncTokenBatchNorm(C), DuckBatchNorm(C),
+    ]  # fmt: skip
+    yes += [lu.make_norm(kind, C) for kind in FOLDABLE_KINDS]
+    no = [nn.LayerNorm(C), nn.GroupNorm(2, C), nn.InstanceNorm1d(C), nn.Linear(C, C)]
+    no += [lu.make_norm(kind, C) for kind in UNFOLDABLE_KINDS]
+    no += [nn.LazyBatchNorm1d()]  # no running statistics until its first input
+    for m in yes:
+        assert lu.is_foldable_batchnorm(m), type(m).__name__
+    for m in no:
+        assert not lu.is_foldable_batchnorm(m), type(m).__name__
+        with pytest.raises(ValueError, match="expected a BatchNorm layer .*got"):
+            lu.bn_scale_shift(m)
+
+
+def test_a_duck_typed_batch_stats_norm_folds():
+    torch.manual_seed(0)
+    bn, lin = DuckBatchNorm(6).eval(), nn.Linear(6, 3)
+    x = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(lu.fold_bn_linear(bn, lin)(x), lin(bn(x)))
+        torch.testing.assert_close(
+            lu.fold_linear_bn(nn.Linear(3, 6), bn)(x[..., :3]).shape, (2, 5, 6)
+        )
+
+
+def test_bn_scale_shift_of_batchnorm2d_is_its_eval_map():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn(torch.randn(4, 3, 5, 5) * 2 + 1)
+    bn.eval()
+    x = torch.randn(2, 3, 4, 4)  # (N, C, H, W): channels second
+    scale, shift = lu.bn_scale_shift(bn)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            x * scale[:, None, None] + shift[:, None, None], bn(x)
+        )
+
+
+@pytest.mark.parametrize("kind", FOLDABLE_KINDS)
+def test_bn_scale_shift_is_the_eval_mode_map_of_every_foldable_kind(kind):
+    bn = _trained_bn(8, kind)
+    x = torch.randn(4, 6, 8)
+    scale, shift = lu.bn_scale_shift(bn)
+    with torch.no_grad():
+        torch.testing.assert_close(x * scale + shift, bn(x))

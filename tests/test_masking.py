@@ -75,3 +75,71 @@ def test_real_token_weights_count_the_real_tokens(lengths, extra):
     assert torch.all(w_all == 1) and int(n_all) == len(lengths) * T
     with pytest.raises(ValueError, match="shape"):
         real_token_weights(None)
+
+
+def test_pack_sequences_fills_rows_in_order_and_positions_restart():
+    seqs = [torch.tensor(s) for s in ([5, 6, 7], [8], [9, 10], [11, 12, 13, 14])]
+    tokens, doc_ids = lu.pack_sequences(seqs, row_len=4, pad_value=0)
+    assert doc_ids.tolist() == [[0, 0, 0, 1], [2, 2, -1, -1], [3, 3, 3, 3]]
+    assert tokens.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0], [11, 12, 13, 14]]
+    assert lu.document_positions(doc_ids).tolist() == [
+        [0, 1, 2, 0],
+        [0, 1, 0, 0],
+        [0, 1, 2, 3],
+    ]
+
+
+@pytest.mark.parametrize(
+    "seqs, row_len, error, match",
+    [
+        (
+            [torch.tensor([1, 2, 3])],
+            2,
+            ValueError,
+            r"lengths in \[1, row_len=2\], got 3",
+        ),
+        ([torch.tensor([], dtype=torch.long)], 2, ValueError, "got 0 at index 0"),
+        ([torch.tensor([1.0])], 2, TypeError, "1-D long tensors, got torch.float32"),
+        ([[1, 2]], 2, TypeError, r"1-D long tensors, got \[1, 2\]"),
+        ([], 2, ValueError, "at least one sequence"),
+        ([torch.tensor([1])], 0, ValueError, "row_len >= 1, got 0"),
+    ],
+)
+def test_pack_sequences_refuses_bad_input(seqs, row_len, error, match):
+    with pytest.raises(error, match=match):
+        lu.pack_sequences(seqs, row_len)
+
+
+def test_document_mask_keeps_attention_inside_documents_and_pads_to_themselves():
+    doc_ids = torch.tensor([[0, 0, 1, -1]])
+    mask = lu.attention_mask(doc_ids < 0, 4, causal=False, doc_ids=doc_ids)[0, 0]
+    assert mask.tolist() == [
+        [True, True, False, False],
+        [True, True, False, False],
+        [False, False, True, False],
+        [False, False, False, True],
+    ]
+    causal = lu.attention_mask(None, 4, causal=True, doc_ids=doc_ids)[0, 0]
+    assert causal.tolist()[1] == [True, True, False, False]
+    assert causal.tolist()[2] == [False, False, True, False]
+
+
+@pytest.mark.parametrize(
+    "doc_ids, error, match",
+    [
+        ([[0, 0, 1]], TypeError, "doc_ids to be a torch.Tensor, got list"),
+        (torch.tensor([[0.0, 1.0]]), TypeError, "integer doc_ids, got dtype"),
+        (torch.tensor([0, 0, 1]), ValueError, r"shape \(B, T\), got shape \(3,\)"),
+    ],
+)
+def test_document_positions_refuses_bad_input(doc_ids, error, match):
+    with pytest.raises(error, match=match):
+        lu.document_positions(doc_ids)
+
+
+def test_attention_mask_refuses_masks_of_another_length():
+    doc_ids = torch.tensor([[0, 0, 1]])
+    with pytest.raises(ValueError, match=r"doc_ids of shape \(B, T=4\), got"):
+        lu.attention_mask(None, 4, causal=True, doc_ids=doc_ids)
+    with pytest.raises(ValueError, match=r"padding_mask of shape \(B, T=4\), got"):
+        lu.attention_mask(doc_ids < 0, 4, causal=True)

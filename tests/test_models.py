@@ -160,3 +160,85 @@ def test_rotary_lm_is_causal_and_rejects_odd_heads():
         lu.TransformerConfig(n_embd=6, n_head=2, position="rotary")
     with pytest.raises(ValueError, match="expected position in"):
         lu.TransformerConfig(position="sinusoidal")
+
+
+def packed_docs(n_docs=7, row_len=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, 7, (n_docs,), generator=g).tolist()
+    docs = [torch.randint(1, 11, (n,), generator=g) for n in lengths]
+    return docs, *lu.pack_sequences(docs, row_len)
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary", "none"])
+@pytest.mark.parametrize("kind", ["layer", "masked_batch"])
+def test_packed_documents_get_the_outputs_they_get_alone(kind, position):
+    """Check: document mask + restarted positions = each document on its own."""
+    docs, tokens, doc_ids = packed_docs()
+    torch.manual_seed(0)
+    # legacy N(0, 1) init: attention far from uniform, so cross-document mixing shows
+    clf = tiny(norm=kind, position=position, causal=False, n_classes=3, init="legacy")
+    clf.eval()
+    alone = torch.cat([clf(d[None]) for d in docs])  # (D, 3)
+    torch.testing.assert_close(clf(tokens, doc_ids=doc_ids), alone)
+    torch.manual_seed(0)
+    lm = tiny(norm=kind, position=position).eval()
+    packed = lm(tokens, doc_ids=doc_ids)[doc_ids >= 0]  # (N, V) in document order
+    torch.testing.assert_close(packed, torch.cat([lm(d[None])[0] for d in docs]))
+    naive = clf(tokens, doc_ids=doc_ids, cross_document=True)
+    assert naive.shape == alone.shape and (naive - alone).abs().max() > 1e-2
+
+
+def test_packed_masked_bn_in_train_mode_equals_the_padded_batch_of_its_documents():
+    """Check: without pads in its statistics, packing is padding for masked BN."""
+    docs, tokens, doc_ids = packed_docs()
+    torch.manual_seed(0)
+    clf = tiny(norm="masked_batch", causal=False, n_classes=3).train()
+    padded, mask = lu.pad_sequences(docs)
+    torch.testing.assert_close(clf(tokens, doc_ids=doc_ids), clf(padded, mask))
+
+
+def test_packed_forward_refuses_bad_doc_ids():
+    docs, tokens, doc_ids = packed_docs()
+    model = tiny(causal=False, n_classes=2)
+    split = doc_ids.clone()
+    split[0, 1] = 5  # document 5 appears in two runs
+    bad = [
+        (doc_ids.float(), ValueError, "long doc_ids of shape"),
+        (doc_ids[:, :-1], ValueError, "long doc_ids of shape"),
+        (doc_ids.tolist(), TypeError, "doc_ids to be a torch.Tensor"),
+        (doc_ids - 2, ValueError, "-1 at padding"),
+        (split, ValueError, "one contiguous run"),
+    ]
+    for ids, error, match in bad:
+        with pytest.raises(error, match=match):
+            model(tokens, doc_ids=ids)
+    with pytest.raises(ValueError, match="padding_mask to equal doc_ids < 0"):
+        model(tokens, torch.zeros_like(tokens, dtype=torch.bool), doc_ids=doc_ids)
+    with pytest.raises(ValueError, match="doc_ids with cross_document=True"):
+        model(tokens, cross_document=True)
+    with pytest.raises(TypeError, match="cross_document to be a bool"):
+        model(tokens, doc_ids=doc_ids, cross_document="no")
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary", "none"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_edge_cases_one_token_documents_full_rows_and_pads_between(
+    position, causal
+):
+    """Check: one-token documents, a document filling its row, pads between two."""
+    docs = [torch.tensor(d) for d in ([3], [4, 5, 6], [7], [1, 2, 3, 4, 5, 6], [8])]
+    tokens = torch.tensor([[3, 0, 0, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 0], [8] * 7])
+    doc_ids = torch.tensor(
+        [[0, -1, -1, 1, 1, 1, 2], [3, 3, 3, 3, 3, 3, -1], [4, -1, -1, -1, -1, -1, -1]]
+    )
+    tokens[2, 1:] = 0
+    torch.manual_seed(0)
+    model = tiny(position=position, causal=causal, init="legacy").eval()
+    packed = model(tokens, doc_ids=doc_ids)[doc_ids >= 0]  # (N, V) in document order
+    torch.testing.assert_close(packed, torch.cat([model(d[None])[0] for d in docs]))
+
+
+def test_rotary_positions_argument_defaults_to_arange():
+    x = torch.randn(2, 3, 5, 8)
+    pos = torch.arange(5).expand(2, 5)
+    assert torch.equal(lu.apply_rotary(x, positions=pos), lu.apply_rotary(x))

@@ -206,8 +206,21 @@ def test_register_norm_adds_a_kind():
 # x must be floating point, of the norm's parameter dtype, or float16/bfloat16 with
 # float32 parameters (statistics in float32, output in x's dtype, buffers float32), as
 # nn.LayerNorm / nn.BatchNorm1d do on the CPU. NoNorm has no parameters: any float.
+# Checked for EVERY kind make_norm can build (importing lnbn_utils registers them all:
+# the repaired norms, the group BNs of charlm_experiment), in both modes, with and
+# without a padding mask (every kind takes one; some only validate it).
 
-PARAM_KINDS = ["layer", "batch", "masked_batch", "rms"]
+ALL_KINDS = sorted(lu.NORM_KINDS)
+PARAM_KINDS = [k for k in ALL_KINDS if k != "none"]  # "none" has no parameters
+REDUCED = [torch.bfloat16, torch.float16]
+# Unit roundoff u of the output dtype (half an ulp at 1). Measured on N(1, 4) input,
+# B=4, T=6, C=8, every kind, both modes, both masks (torch 2.13 CPU):
+# * against the float32 norm fed the same rounded input, max |y - y32| / (|y32| + 1)
+#   was 0.76 u (bf16) and 0.77 u (fp16): only the final rounding of the output;
+# * against the float32 norm fed the unrounded float32 input, 3.8 u (bf16) and 2.3 u
+#   (fp16), worst for position_batch (B=4 tokens per statistic); 1.5 u otherwise.
+UNIT_ROUNDOFF = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+KIND_ARGS = {"power": {"warmup_steps": 1}}  # so its second step uses running stats
 
 
 def masks_for(B, T):
@@ -217,40 +230,100 @@ def masks_for(B, T):
     ]
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def norm_triplet(kind, dtype, mask):
+    """Three copies of one float32 norm with non-trivial parameters, after one
+    training step on the same input (exactly representable in ``dtype``)."""
+    torch.manual_seed(0)
+    norm = lu.make_norm(kind, C, **KIND_ARGS.get(kind, {}))
+    with torch.no_grad():
+        for i, p in enumerate(norm.parameters()):
+            g = torch.Generator().manual_seed(30 + i)
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)  # DyT's alpha: shape ()
+    x0 = (randn(4, 6, C, seed=11) * 2 + 1).to(dtype)
+    norm(x0, mask)  # the reduced-precision copy's first step
+    ref, ref32 = copy.deepcopy(norm), copy.deepcopy(norm)
+    return norm, ref, ref32
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("dtype", REDUCED)
 @pytest.mark.parametrize("training", [True, False])
 def test_reduced_precision_input_to_float32_norm(kind, dtype, training):
+    u = UNIT_ROUNDOFF[dtype]
     for mask in masks_for(4, 6):
-        norm = lu.make_norm(kind, C).train(training)
-        ref = lu.make_norm(kind, C).train(training)
+        norm, ref, ref32 = (n.train(training) for n in norm_triplet(kind, dtype, mask))
+        buffer_dtypes = [b.dtype for b in norm.buffers()]
         x = randn(4, 6, C) * 2 + 1
-        y = norm(x.to(dtype), mask)
-        assert y.dtype == dtype
-        assert all(b.dtype != dtype for b in norm.buffers())
-        expect = ref(x.to(dtype).float(), mask)
-        torch.testing.assert_close(y.float(), expect, atol=0.05, rtol=0.02)
+        xr = x.to(dtype).requires_grad_()
+        y = norm(xr, mask)
+        assert y.dtype == dtype, (kind, y.dtype)
+        assert torch.isfinite(y).all(), kind
+        # the float32 norm on the same rounded input: output rounding only
+        y_same = ref(xr.detach().float(), mask)
+        torch.testing.assert_close(y.float(), y_same, rtol=u, atol=u)
+        # the float32 norm on the float32 input: input and output rounding
+        torch.testing.assert_close(y.float(), ref32(x, mask), rtol=8 * u, atol=8 * u)
+        for (name, b), b_ref in zip(norm.named_buffers(), ref.buffers()):
+            assert b.dtype == b_ref.dtype and b.dtype != dtype, (kind, name, b.dtype)
+            torch.testing.assert_close(b, b_ref, msg=f"{kind} {name}")
+        (y.float() * randn(4, 6, C, seed=5)).sum().backward()  # PowerNorm: nu update
+        assert xr.grad.dtype == dtype and torch.isfinite(xr.grad).all(), kind
+        assert [b.dtype for b in norm.buffers()] == buffer_dtypes, kind
+
+
+def _dtype_error(param, got):
+    return (
+        rf"expected x of dtype {param} \(the norm's parameters\), or float16/bfloat16 "
+        rf"with float32 parameters, got {got}; convert the norm with \.to\({got}\) "
+        rf"or the input with \.to\({param}\)"
+    )
 
 
 @pytest.mark.parametrize("kind", PARAM_KINDS)
-def test_wider_or_narrower_input_than_the_parameters_is_a_type_error(kind):
-    norm = lu.make_norm(kind, C)
-    with pytest.raises(
-        TypeError, match="expected x of dtype torch.float32 .*got torch.float64"
-    ):
-        norm(randn(2, 3, C).double())
-    norm64 = lu.make_norm(kind, C).double()
-    with pytest.raises(
-        TypeError, match="expected x of dtype torch.float64 .*got torch.float32"
-    ):
-        norm64(randn(2, 3, C))
+@pytest.mark.parametrize("training", [True, False])
+def test_wider_or_narrower_input_than_the_parameters_is_a_type_error(kind, training):
+    for mask in masks_for(2, 3):
+        norm = lu.make_norm(kind, C).train(training)
+        state = copy.deepcopy(norm.state_dict())
+        with pytest.raises(
+            TypeError, match=_dtype_error("torch.float32", "torch.float64")
+        ):
+            norm(randn(2, 3, C).double(), mask)
+        for k, v in norm.state_dict().items():  # refused before any state changed
+            assert torch.equal(v, state[k]), (kind, k)
+        norm64 = lu.make_norm(kind, C).double().train(training)
+        with pytest.raises(
+            TypeError, match=_dtype_error("torch.float64", "torch.float32")
+        ):
+            norm64(randn(2, 3, C), mask)
+        bf16 = lu.make_norm(kind, C).to(torch.bfloat16).train(training)
+        with pytest.raises(
+            TypeError, match=_dtype_error("torch.bfloat16", "torch.float16")
+        ):
+            bf16(randn(2, 3, C).half(), mask)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "dtype", [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64]
+)
+def test_non_floating_input_is_a_type_error(kind, training, dtype):
+    for mask in masks_for(2, 3):
+        norm = lu.make_norm(kind, C).train(training)
+        x = torch.ones(2, 3, C, dtype=dtype)
+        with pytest.raises(
+            TypeError, match=f"expected a floating-point x, got dtype {dtype}"
+        ):
+            norm(x, mask)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_float64_norm_matches_float32_norm(kind):
-    x = randn(3, 5, C) * 3 - 1
-    for mask in masks_for(3, 5):
-        n32, n64 = lu.make_norm(kind, C), lu.make_norm(kind, C).to(torch.float64)
+    x = randn(4, 6, C) * 3 - 1  # B * T a multiple of ghost_batch's group of 8
+    for mask in masks_for(4, 6):
+        n32 = lu.make_norm(kind, C)
+        n64 = copy.deepcopy(n32).to(torch.float64)
         y64 = n64(x.double(), mask)
         assert y64.dtype == torch.float64
         torch.testing.assert_close(y64.float(), n32(x, mask))
@@ -265,7 +338,10 @@ def test_no_norm_passes_any_float_dtype_through():
 
 # --- hyperparameters ----------------------------------------------------------------
 
-EPS_KINDS = ["layer", "batch", "masked_batch", "rms", "rbn", "renorm"]
+EPS_KINDS = [k for k in ALL_KINDS if k not in ("dyt", "none")]  # those with an eps
+MOMENTUM_KINDS = [
+    "batch", "ghost_batch", "masked_batch", "position_batch", "rbn", "renorm",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", EPS_KINDS)
@@ -283,7 +359,7 @@ def test_bad_eps_is_refused(kind, eps, error):
         lu.make_norm(kind, C, eps=eps)
 
 
-@pytest.mark.parametrize("kind", ["batch", "masked_batch", "rbn", "renorm"])
+@pytest.mark.parametrize("kind", MOMENTUM_KINDS)
 @pytest.mark.parametrize(
     "momentum, error",
     [
@@ -299,7 +375,7 @@ def test_bad_momentum_is_refused(kind, momentum, error):
         lu.make_norm(kind, C, momentum=momentum)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 @pytest.mark.parametrize(
     "width, error",
     [(0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError)],
@@ -326,6 +402,12 @@ def test_momentum_none_is_the_cumulative_average_like_batchnorm1d(cls, use_mask)
     torch.testing.assert_close(norm.running_mean, ref.running_mean)
     torch.testing.assert_close(norm.running_var, ref.running_var)
     assert int(norm.num_batches_tracked) == 4
+
+
+def test_group_bns_have_no_cumulative_average():
+    for kind in ("ghost_batch", "position_batch"):
+        with pytest.raises(TypeError, match="expected momentum to be a float.*None"):
+            lu.make_norm(kind, C, momentum=None)
 
 
 def test_momentum_zero_and_one():

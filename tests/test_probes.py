@@ -250,6 +250,27 @@ def test_batch_stats_of_masked_batchnorm_skips_pads():
     torch.testing.assert_close(var, real.var(0, unbiased=False))
 
 
+def test_batch_stats_of_plain_batchnorm3d_and_syncbatchnorm_take_channels_second():
+    g = torch.Generator().manual_seed(1)
+    vol = torch.randn(2, 3, 2, 2, 2, generator=g)  # (B, C, D, H, W)
+    for bn in (nn.BatchNorm3d(3), nn.SyncBatchNorm(3)):
+        mean, var = lu.batch_stats_of(bn, vol)
+        torch.testing.assert_close(mean, vol.mean(dim=(0, 2, 3, 4)))
+        torch.testing.assert_close(var, vol.var(dim=(0, 2, 3, 4), unbiased=False))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["batch", "masked_batch", "rbn", "ghost_batch"])
+def test_batch_stats_of_reduced_precision_input_are_float32(kind, dtype):
+    """A float32 layer computes float16/bfloat16 input's statistics in float32."""
+    x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(2)).to(dtype)
+    layer = lu.make_norm(kind, 3, **({"group": 4} if kind == "ghost_batch" else {}))
+    mean, var = lu.batch_stats_of(layer, x)
+    mean32, var32 = lu.batch_stats_of(layer, x.float())
+    assert mean.dtype == var.dtype == torch.float32
+    assert torch.equal(mean, mean32) and torch.equal(var, var32)
+
+
 # --- TIDRecorder ----------------------------------------------------------------------
 
 

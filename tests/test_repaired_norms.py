@@ -324,3 +324,117 @@ def test_train_extra_loss_is_added_but_not_recorded():
     a = lu.train(*_setup("rbn"), steps=5)  # a penalty with a gradient changes training
     b = lu.train(*_setup("rbn"), steps=5, extra_loss=lu.stat_penalty)
     assert a.train_loss[0] == b.train_loss[0] and a.train_loss[-1] != b.train_loss[-1]
+
+
+# --- float32 numerics pinned to the code before the dtype policy ---------------------
+# The dtype-policy change (float16/bfloat16 input computed in float32) and the move to
+# the shared helpers (update_running_stats, real_token_weights) must leave float32
+# results bit-identical: outputs, input gradients and buffers equal the old code's
+# (written out below, as it stood before the change) with torch.equal, not a tolerance.
+
+
+def legacy_forward(norm, x, mask):
+    """The pre-change float32 forward of DyT, PowerNorm, Regularized BN, BatchRenorm."""
+    if isinstance(norm, lu.DyT):
+        return torch.tanh(norm.alpha * x) * norm.weight + norm.bias
+    if not norm.training:
+        if isinstance(norm, lu.PowerNorm):
+            psi = (norm.running_phi + norm.eps).sqrt()
+            return norm._scale_in(x) / psi * norm.weight + norm.bias
+        if isinstance(norm, lu.RegularizedBatchNorm):
+            norm.penalty = torch.zeros(())
+        return lu.MaskedBatchNorm.forward(norm, x, mask)
+    if isinstance(norm, lu.PowerNorm):
+        if mask is None:
+            real, n = torch.ones_like(x[..., :1]), x.shape[0] * x.shape[1]
+        else:
+            real, n = (~mask).unsqueeze(-1).to(x.dtype), int((~mask).sum())
+        psi = (norm.running_phi + norm.eps).sqrt()
+        z0 = norm._scale_in(x)
+        phi = (z0.detach().masked_fill(real == 0, 0.0).pow(2)).sum(dim=(0, 1)) / n
+        with torch.no_grad():
+            norm.num_batches_tracked += 1
+        step = int(norm.num_batches_tracked)
+        if norm.simplified:
+            fwd = bwd = psi
+        else:
+            bwd = (phi + norm.eps).sqrt()
+            fwd = bwd if step <= norm.warmup_steps else psi
+        z = lu.repaired_norms._PowerFunction.apply(
+            z0, fwd, bwd, norm.nu, real, norm.alpha_bkw, norm.simplified
+        )
+        with torch.no_grad():
+            if not norm.simplified and step < norm.warmup_steps:
+                norm.running_phi.mul_((step - 1) / step).add_(phi / step)
+            norm.running_phi.lerp_(phi, 1.0 - norm.alpha_fwd)
+        return z * norm.weight + norm.bias
+    mean, var, n = norm.batch_stats(x, mask)
+    if isinstance(norm, lu.RegularizedBatchNorm):
+        with torch.no_grad():
+            norm.running_mean.lerp_(mean.detach(), norm.momentum)
+            norm.running_var.lerp_(var.detach(), norm.momentum)
+            norm.num_batches_tracked += 1
+        norm.penalty = (
+            norm.penalty_mean * (mean - norm.running_mean).pow(2).sum()
+            + norm.penalty_var * (var - norm.running_var).abs().sum()
+        )
+        return (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight + norm.bias
+    sigma_b = (var + norm.eps).sqrt()
+    sigma_run = (norm.running_var + norm.eps).sqrt()
+    r_max, d_max = norm.limits()
+    r = (sigma_b / sigma_run).detach().clamp(1.0 / r_max, r_max)
+    d = ((mean - norm.running_mean) / sigma_run).detach().clamp(-d_max, d_max)
+    with torch.no_grad():
+        norm.running_mean.lerp_(mean.detach(), norm.momentum)
+        norm.running_var.lerp_(var.detach() * n / (n - 1), norm.momentum)
+        norm.num_batches_tracked += 1
+    return ((x - mean) / sigma_b * r + d) * norm.weight + norm.bias
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_float32_results_are_bit_identical_to_the_code_before_the_dtype_policy(
+    kind, use_mask
+):
+    mask = (
+        lu.lengths_to_padding_mask(torch.tensor([6, 5, 3, 6]), 6) if use_mask else None
+    )
+    kwargs = {"warmup_steps": 2} if kind == "power" else {}  # warm-up, then running
+    norm = lu.make_norm(kind, C, **kwargs)
+    with torch.no_grad():
+        for i, p in enumerate(norm.parameters()):
+            g = torch.Generator().manual_seed(40 + i)
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    old = copy.deepcopy(norm)
+    for step in range(5):  # 4 training steps, then eval
+        training = step < 4
+        norm.train(training), old.train(training)
+        x = randn(4, 6, C, seed=step) * (1 + step) + step
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        g = randn(4, 6, C, seed=20 + step)
+        ya, yb = norm(xa, mask), legacy_forward(old, xb, mask)
+        (ya * g).sum().backward()
+        (yb * g).sum().backward()
+        assert torch.equal(ya, yb), (kind, step)
+        assert torch.equal(xa.grad, xb.grad), (kind, step)
+        for (name, a), b in zip(norm.named_buffers(), old.buffers()):
+            assert torch.equal(a, b), (kind, step, name)
+        for (name, a), b in zip(norm.named_parameters(), old.parameters()):
+            assert torch.equal(a.grad, b.grad), (kind, step, name)
+        if kind == "rbn":
+            assert torch.equal(norm.penalty, old.penalty), step
+
+
+@pytest.mark.parametrize("kind", ["rbn", "renorm"])
+def test_momentum_none_is_the_cumulative_average(kind):
+    """update_running_stats gives Regularized BN and Batch Renorm momentum=None."""
+    norm = lu.make_norm(kind, C, momentum=None)
+    means, variances = [], []
+    for step in range(4):
+        x = randn(3, 5, C, seed=step) * (step + 1) + step
+        mean, var, n = lu.MaskedBatchNorm.batch_stats(x)
+        means.append(mean)
+        variances.append(var if kind == "rbn" else var * n / (n - 1))  # rbn: biased
+        norm(x)
+    torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0))
+    torch.testing.assert_close(norm.running_var, torch.stack(variances).mean(0))

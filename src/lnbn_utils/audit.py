@@ -69,14 +69,19 @@ TRANSFORMERS_HINT = (
     "this needs Hugging Face transformers: pip install 'lnbn_utils[audit]' "
     "(or pip install transformers==5.24.0)"
 )
+# Public classes only (PyTorch's private _BatchNorm / _InstanceNorm bases are not API).
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BATCH_NORMS += (nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+_INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_INSTANCE_NORMS += (nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d)
 KNOWN_NORMS: tuple[
-    tuple[type, str, str], ...
-] = (  # (class, name, what its statistics span)
+    tuple[type | tuple[type, ...], str, str], ...
+] = (  # (class or classes, name, what its statistics span)
     (nn.SyncBatchNorm, "SyncBatchNorm", "batch (all processes) in train mode"),
-    (nn.modules.batchnorm._BatchNorm, "BatchNorm", "batch in train mode"),
+    (_BATCH_NORMS, "BatchNorm", "batch in train mode"),
     (nn.LayerNorm, "LayerNorm", "each example's own features"),
     (nn.GroupNorm, "GroupNorm", "each example's own channel groups"),
-    (nn.modules.instancenorm._InstanceNorm, "InstanceNorm", "each example and channel"),
+    (_INSTANCE_NORMS, "InstanceNorm", "each example and channel"),
     (nn.LocalResponseNorm, "LocalResponseNorm", "neighbouring channels"),
 )
 if hasattr(nn, "RMSNorm"):

@@ -26,7 +26,14 @@ import torch.nn.functional as F
 
 from .data import CharCorpus
 from .models import TinyTransformer, TransformerConfig
-from .norms import check_norm_input, make_norm, register_norm
+from .norms import (
+    _check_eps,
+    _check_momentum,
+    _check_num_features,
+    check_norm_input,
+    make_norm,
+    register_norm,
+)
 from .probes import TIDRecorder
 from .repro import seed_everything
 from .train import History, train
@@ -56,13 +63,20 @@ class _GroupBatchNorm(nn.Module):
     normalized with its own mean and biased variance. The running statistics (used in
     eval mode) are updated once per step with the mean over groups of the group means
     and of the unbiased group variances, momentum as in ``nn.BatchNorm1d``. The padding
-    mask is validated and ignored (these controls are for unpadded windows).
+    mask is validated and ignored (these controls are for unpadded windows). Dtypes as
+    in ``norms.py``: float16/bfloat16 x into float32 parameters is computed in float32
+    and returned in x's dtype.
     """
 
     def __init__(
         self, num_features: int, eps: float = 1e-5, momentum: float = 0.1
     ) -> None:
         super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
+        if momentum is None:  # the update below has no cumulative-average mode
+            raise TypeError("expected momentum to be a float in [0, 1], got None")
+        _check_momentum(momentum)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
@@ -85,18 +99,22 @@ class _GroupBatchNorm(nn.Module):
     def forward(
         self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
         if not self.training:
-            return (x - self.running_mean) * torch.rsqrt(
-                self.running_var + self.eps
-            ) * self.weight + self.bias
-        xg = self._groups(x)  # (G, n, C)
-        mean, var, n = self.batch_stats(x)  # (G, C), (G, C)
-        with torch.no_grad():
+            return (
+                (xf - self.running_mean)
+                * torch.rsqrt(self.running_var + self.eps)
+                * self.weight
+                + self.bias
+            ).to(x.dtype)
+        xg = self._groups(xf)  # (G, n, C)
+        mean, var, n = self.batch_stats(xf)  # (G, C), (G, C)
+        with torch.no_grad():  # the mean over groups of unbiased group variances
             self.running_mean.lerp_(mean.mean(0), self.momentum)
             self.running_var.lerp_((var * n / (n - 1)).mean(0), self.momentum)
         yg = (xg - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps)  # (G, n, C)
-        return self._ungroup(yg, x.shape) * self.weight + self.bias
+        return (self._ungroup(yg, x.shape) * self.weight + self.bias).to(x.dtype)
 
 
 class GhostBatchNorm(_GroupBatchNorm):

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .norms import TokenBatchNorm, check_norm_input
+from .norms import TokenBatchNorm, check_norm_input, update_running_stats
 
 __all__ = [
     "CollectiveCounter",
@@ -175,7 +175,8 @@ class SyncTokenBatchNorm(TokenBatchNorm):
     layer per training step: forward and backward); running statistics use the
     global unbiased variance, as ``nn.BatchNorm1d`` does. Over W processes it
     computes full-batch BN (Ioffe & Szegedy, 2015) to float rounding, like
-    ``nn.SyncBatchNorm``.
+    ``nn.SyncBatchNorm``. Dtypes as ``TokenBatchNorm``: float16/bfloat16 x into
+    float32 parameters is computed in float32 and returned in x's dtype.
 
     Shape: x (B, T, C) -> (B, T, C).
     """
@@ -183,35 +184,23 @@ class SyncTokenBatchNorm(TokenBatchNorm):
     def forward(
         self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
     ) -> torch.Tensor:  # type: ignore[override]
-        check_norm_input(x, padding_mask, self.num_features)
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         if not self.training and self.track_running_stats:
             return super().forward(
                 x, padding_mask
             )  # running statistics, no communication
-        mean, var, n = sync_batch_stats(x)
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        mean, var, n = sync_batch_stats(xf)
         if n < 2:
             raise ValueError(
                 f"expected at least 2 tokens over all ranks (training), got {int(n)}"
             )
         if self.training and self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach() * n / (n - 1))
-        y = (x - mean) * torch.rsqrt(
+            update_running_stats(self, mean, var, n)  # global unbiased variance
+        y = (xf - mean) * torch.rsqrt(
             var + self.eps
         )  # (B, T, C), channels last: no transpose needed
-        return y * self.weight + self.bias if self.affine else y
-
-    @torch.no_grad()
-    def _update_running_stats(
-        self, mean: torch.Tensor, unbiased_var: torch.Tensor
-    ) -> None:
-        self.num_batches_tracked += 1
-        m = (
-            1.0 / float(self.num_batches_tracked)
-            if self.momentum is None
-            else self.momentum
-        )
-        self.running_mean.lerp_(mean, m)
-        self.running_var.lerp_(unbiased_var, m)
+        return (y * self.weight + self.bias if self.affine else y).to(x.dtype)
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:

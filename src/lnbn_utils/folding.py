@@ -32,28 +32,44 @@ import torch
 import torch.nn as nn
 
 from .models import TinyTransformer
-from .norms import MaskedBatchNorm, NoNorm, RMSNorm
+from .norms import TORCH_BATCH_NORMS, BatchStatsNorm, NoNorm, RMSNorm
 
 __all__ = [
     "bn_scale_shift",
     "fold_linear_bn",
     "fold_bn_linear",
     "fold_batchnorm_model",
+    "is_foldable_batchnorm",
     "fold_ln_affine",
     "fold_layernorm_model",
 ]
 
 
+def is_foldable_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` in eval mode is the per-channel map ``bn_scale_shift`` reads.
+
+    True for PyTorch's public BatchNorm classes (``TORCH_BATCH_NORMS``, so also
+    ``TokenBatchNorm``) and for every ``lu.BatchStatsNorm`` (the documented BN-like
+    contract: eval mode normalizes with ``running_mean``, ``running_var`` and
+    ``eps``, then applies ``weight``/``bias``): ``MaskedBatchNorm``,
+    ``RegularizedBatchNorm``, ``BatchRenorm``, ``GhostBatchNorm``,
+    ``PositionBatchNorm``. No private PyTorch type is consulted.
+    """
+    return isinstance(module, TORCH_BATCH_NORMS) or isinstance(module, BatchStatsNorm)
+
+
 def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as a per-channel affine map: ``(scale, shift)``, (C,) each.
 
-    Accepts ``nn.BatchNorm1d`` (so ``TokenBatchNorm``) and ``MaskedBatchNorm``; the
-    layer must track running statistics. A missing weight/bias counts as 1/0.
+    Accepts what ``is_foldable_batchnorm`` accepts: ``nn.BatchNorm1d/2d/3d``,
+    ``nn.SyncBatchNorm`` (so ``TokenBatchNorm``) and every ``lu.BatchStatsNorm``
+    (``MaskedBatchNorm`` and the other BN kinds); the layer must track running
+    statistics. A missing weight/bias counts as 1/0.
     """
-    if not isinstance(bn, (nn.modules.batchnorm._BatchNorm, MaskedBatchNorm)):
+    if not is_foldable_batchnorm(bn):
         raise ValueError(
-            "expected a BatchNorm layer (nn.BatchNorm1d or MaskedBatchNorm), "
-            f"got {type(bn).__name__}"
+            "expected a BatchNorm layer (nn.BatchNorm1d/2d/3d, nn.SyncBatchNorm or a "
+            f"lu.BatchStatsNorm such as MaskedBatchNorm), got {type(bn).__name__}"
         )
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(
@@ -61,8 +77,9 @@ def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
             "(track_running_stats=True), got none"
         )
     with torch.no_grad():
-        weight = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
-        bias = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+        weight, bias = getattr(bn, "weight", None), getattr(bn, "bias", None)
+        weight = weight if weight is not None else torch.ones_like(bn.running_var)
+        bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
         scale = weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
         shift = bias - scale * bn.running_mean  # (C,)
     return scale.detach().clone(), shift.detach().clone()
@@ -153,10 +170,10 @@ def fold_batchnorm_model(model: TinyTransformer) -> TinyTransformer:
     pairs += [(folded, "norm_f", folded, "head")]
     for owner, norm_name, lin_owner, lin_name in pairs:
         norm = getattr(owner, norm_name)
-        if not isinstance(norm, (nn.modules.batchnorm._BatchNorm, MaskedBatchNorm)):
+        if not is_foldable_batchnorm(norm):
             raise ValueError(
-                "expected BatchNorm layers (cfg.norm 'batch' or 'masked_batch'), "
-                f"got {type(norm).__name__}"
+                "expected BatchNorm layers (cfg.norm 'batch', 'masked_batch' or "
+                f"another lu.BatchStatsNorm kind), got {type(norm).__name__}"
             )
         lin_owner._modules[lin_name] = fold_bn_linear(
             norm, lin_owner._modules[lin_name]

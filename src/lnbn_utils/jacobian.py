@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from .norms import TORCH_BATCH_NORMS
+
 __all__ = ["token_jacobian_norms", "token_jacobian_rows", "influence_summary"]
 
 
@@ -66,7 +68,7 @@ def _check_supported(module: nn.Module) -> None:
         return
     for name, m in module.named_modules():
         own = [b for b, _ in m.named_buffers(recurse=False)]
-        if own and not isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+        if own and not isinstance(m, TORCH_BATCH_NORMS) and m.training:
             raise ValueError(
                 "expected a module jacrev can differentiate: in training mode only "
                 "norms without buffers (LayerNorm, RMSNorm, NoNorm, DyT) or "

@@ -11,6 +11,8 @@ __all__ = [
     "lengths_to_padding_mask",
     "pad_sequences",
     "attention_mask",
+    "pack_sequences",
+    "document_positions",
 ]
 
 
@@ -119,18 +121,124 @@ def pad_sequences(
     return out, mask
 
 
+def pack_sequences(
+    seqs: Sequence[torch.Tensor], row_len: int, pad_value: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack 1-D token sequences back to back into rows of ``row_len`` (no splitting).
+
+    Greedy, in order: a sequence starts a new row when it does not fit in the
+    current one, and the rest of a row is padding. This is the "packing" of
+    language-model pretraining without cross-row splits (Krell et al. 2021).
+
+    Returns:
+        ``(tokens, doc_ids)``, both (R, row_len): tokens padded with ``pad_value``;
+        doc_ids the index of the sequence each token came from, -1 at padding.
+
+    Example:
+        >>> tokens, doc_ids = pack_sequences([torch.tensor([5, 6]), torch.tensor([7]),
+        ...                                   torch.tensor([8, 9])], row_len=3)
+        >>> doc_ids.tolist()
+        [[0, 0, 1], [2, 2, -1]]
+    """
+    if isinstance(row_len, bool) or not isinstance(row_len, int) or row_len < 1:
+        raise ValueError(f"expected an int row_len >= 1, got {row_len!r}")
+    if len(seqs) == 0:
+        raise ValueError("expected at least one sequence, got an empty list")
+    rows: list[list[int]] = [[]]
+    used = 0
+    for i, s in enumerate(seqs):
+        if not isinstance(s, torch.Tensor) or s.dim() != 1 or s.dtype != torch.long:
+            got = f"{s.dtype} of shape {tuple(s.shape)}" if torch.is_tensor(s) else s
+            raise TypeError(f"expected 1-D long tensors, got {got} at index {i}")
+        if not 1 <= len(s) <= row_len:
+            raise ValueError(
+                f"expected sequence lengths in [1, row_len={row_len}], got {len(s)} "
+                f"at index {i}"
+            )
+        if used + len(s) > row_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += len(s)
+    tokens = torch.full((len(rows), row_len), pad_value, dtype=torch.long)
+    doc_ids = torch.full((len(rows), row_len), -1, dtype=torch.long)
+    for r, docs in enumerate(rows):
+        row = torch.cat([seqs[i] for i in docs])
+        tokens[r, : len(row)] = row
+        doc_ids[r, : len(row)] = torch.cat(
+            [torch.full((len(seqs[i]),), i) for i in docs]
+        )
+    return tokens, doc_ids
+
+
+def _check_doc_ids(doc_ids: torch.Tensor, T: Optional[int] = None) -> None:
+    """Refuse document ids that are not a (B, T) integer tensor."""
+    if not isinstance(doc_ids, torch.Tensor):
+        raise TypeError(
+            f"expected doc_ids to be a torch.Tensor, got {type(doc_ids).__name__}"
+        )
+    if (
+        doc_ids.dtype.is_floating_point
+        or doc_ids.dtype.is_complex
+        or (doc_ids.dtype == torch.bool)
+    ):
+        raise TypeError(f"expected integer doc_ids, got dtype {doc_ids.dtype}")
+    if doc_ids.dim() != 2 or (T is not None and doc_ids.shape[1] != T):
+        want = "(B, T)" if T is None else f"(B, T={T})"
+        raise ValueError(
+            f"expected doc_ids of shape {want}, got shape {tuple(doc_ids.shape)}"
+        )
+
+
+def document_positions(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Each token's position within its own document: restarts at 0 per document.
+
+    Shape:
+        doc_ids: (B, T) long, -1 at padding; returns (B, T) long (0 at padding).
+
+    Example:
+        >>> document_positions(torch.tensor([[0, 0, 1, 1, 1, -1]])).tolist()
+        [[0, 1, 0, 1, 2, 0]]
+    """
+    _check_doc_ids(doc_ids)
+    T = doc_ids.shape[1]
+    t = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)  # (B, T)
+    first = torch.ones_like(doc_ids, dtype=torch.bool)
+    first[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]  # a document starts here
+    start = torch.cummax(torch.where(first, t, 0), dim=1).values  # its start index
+    return torch.where(doc_ids >= 0, t - start, 0)
+
+
 def attention_mask(
-    padding_mask: Optional[torch.Tensor], T: int, causal: bool
+    padding_mask: Optional[torch.Tensor],
+    T: int,
+    causal: bool,
+    doc_ids: Optional[torch.Tensor] = None,
 ) -> Optional[torch.Tensor]:
     """Bool (B, 1, T, T) mask for ``F.scaled_dot_product_attention`` (True: attend).
 
     Combines key padding (no query attends to a pad key) and, if ``causal``, the
-    lower-triangular mask. Returns None when there is nothing to mask.
+    lower-triangular mask. With ``doc_ids`` (B, T) of packed rows (-1 at padding)
+    the block-diagonal document mask replaces key padding: a token attends only to
+    its own document, and a pad only to pads, so no row of the mask is empty.
+    Returns None when there is nothing to mask.
     """
+    if doc_ids is not None:
+        _check_doc_ids(doc_ids, T)
+    if padding_mask is not None and (
+        padding_mask.dim() != 2 or padding_mask.shape[1] != T
+    ):
+        raise ValueError(
+            f"expected a padding_mask of shape (B, T={T}), "
+            f"got shape {tuple(padding_mask.shape)}"
+        )
     allowed = None
     if causal:
         allowed = torch.ones(T, T, dtype=torch.bool).tril()[None, None]  # (1, 1, T, T)
-    if padding_mask is not None:
+    if doc_ids is not None:
+        keys = (doc_ids[:, :, None] == doc_ids[:, None, :])[:, None]  # (B, 1, T, T)
+    elif padding_mask is not None:
         keys = (~padding_mask)[:, None, None, :]  # (B, 1, 1, T)
-        allowed = keys if allowed is None else allowed.to(keys.device) & keys
-    return allowed
+    else:
+        return allowed
+    return keys if allowed is None else allowed.to(keys.device) & keys

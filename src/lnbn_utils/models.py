@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .masking import attention_mask
+from .masking import attention_mask, document_positions
 from .norms import make_norm
 
 __all__ = ["TransformerConfig", "TinyTransformer", "Block", "apply_rotary"]
@@ -74,7 +74,9 @@ class TransformerConfig:
                 raise ValueError(f"expected {name} >= 1, got {getattr(self, name)}")
 
 
-def apply_rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+def apply_rotary(
+    x: torch.Tensor, base: float = 10000.0, positions: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Rotate each pair of channels of ``x`` by an angle proportional to its position.
 
     Rotary position embedding (RoPE, Su et al. 2021, arXiv:2104.09864), in the
@@ -84,14 +86,21 @@ def apply_rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
 
     Shape:
         x: (B, nh, T, hs) with an even head size hs; returns the same shape.
+        positions: optional (B, T) position of each token (default 0..T-1), e.g.
+        restarting at each packed document (``masking.document_positions``).
     """
     T, hs = x.shape[-2], x.shape[-1]
     if hs % 2:
         raise ValueError(f"expected an even head size for rotary positions, got {hs}")
     i = torch.arange(0, hs, 2, dtype=torch.float32, device=x.device)  # (hs/2,)
     inv_freq = base ** (-i / hs)  # one frequency per channel pair
-    angle = torch.arange(T, dtype=torch.float32, device=x.device)[:, None] * inv_freq
-    cos, sin = angle.cos().repeat(1, 2), angle.sin().repeat(1, 2)  # (T, hs) each
+    if positions is None:
+        positions = torch.arange(T, device=x.device)  # (T,)
+    else:
+        positions = positions[:, None]  # (B, 1, T): the same for every head
+    angle = positions.to(torch.float32)[..., None] * inv_freq  # (..., T, hs/2)
+    cos, sin = angle.cos(), angle.sin()
+    cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)  # (..., T, hs)
     x1, x2 = x[..., : hs // 2], x[..., hs // 2 :]
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # (B, nh, T, hs)
 
@@ -105,7 +114,11 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
     def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        padding_mask: Optional[torch.Tensor],
+        doc_ids: Optional[torch.Tensor] = None,
+        positions: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=-1)  # each (B, T, C)
@@ -114,8 +127,8 @@ class SelfAttention(nn.Module):
             for t in (q, k, v)
         )  # (B, nh, T, hs)
         if self.rotary:  # position enters as a rotation of queries and keys only
-            q, k = apply_rotary(q), apply_rotary(k)
-        mask = attention_mask(padding_mask, T, self.causal)
+            q, k = (apply_rotary(t, positions=positions) for t in (q, k))
+        mask = attention_mask(padding_mask, T, self.causal, doc_ids)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:
@@ -139,13 +152,17 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+        self,
+        x: torch.Tensor,
+        padding_mask: Optional[torch.Tensor] = None,
+        doc_ids: Optional[torch.Tensor] = None,
+        positions: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         m = padding_mask
         if self.pre:  # x + f(norm(x))
-            x = x + self.attn(self.norm1(x, m), m)
+            x = x + self.attn(self.norm1(x, m), m, doc_ids, positions)
             return x + self.mlp(self.norm2(x, m))
-        x = self.norm1(x + self.attn(x, m), m)  # norm(x + f(x))
+        x = self.norm1(x + self.attn(x, m, doc_ids, positions), m)  # norm(x + f(x))
         return self.norm2(x + self.mlp(x), m)
 
 
@@ -155,7 +172,8 @@ class TinyTransformer(nn.Module):
     ``forward(idx, padding_mask=None)`` takes token ids (B, T) and returns logits:
     (B, T, vocab_size) for a language model, (B, n_classes) for a classifier (mean
     over the real tokens). The padding mask (True = pad) reaches every norm and
-    every attention layer.
+    every attention layer. Packed rows (several documents per row) take
+    ``doc_ids`` instead; see ``forward``.
     """
 
     def __init__(self, cfg: TransformerConfig) -> None:
@@ -186,18 +204,54 @@ class TinyTransformer(nn.Module):
                 nn.init.normal_(proj.weight, std=0.02 / (2 * self.cfg.n_layer) ** 0.5)
 
     def forward(
-        self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+        self,
+        idx: torch.Tensor,
+        padding_mask: Optional[torch.Tensor] = None,
+        doc_ids: Optional[torch.Tensor] = None,
+        cross_document: bool = False,
     ) -> torch.Tensor:
+        """Logits for token ids ``idx`` (B, T).
+
+        Args:
+            padding_mask: (B, T) bool, True at padding.
+            doc_ids: (B, T) long for packed rows (``masking.pack_sequences``): the
+                document of each token, -1 at padding (the padding mask is then
+                ``doc_ids < 0``). Attention stays inside each document and positions
+                restart at 0 for each, so a document's outputs are what it would get
+                alone, up to the batch statistics of BatchNorm-like norms. A
+                classifier returns one row of logits per document, (D, n_classes),
+                for documents numbered 0..D-1.
+            cross_document: with ``doc_ids``, naive packing instead: attention and
+                positions span the whole row; only the pooling is per document.
+        """
         self._check(idx, padding_mask)
+        if not isinstance(cross_document, bool):
+            raise TypeError(
+                f"expected cross_document to be a bool, got {cross_document!r}"
+            )
+        if cross_document and doc_ids is None:
+            raise ValueError(
+                "expected doc_ids with cross_document=True, got doc_ids=None"
+            )
+        positions = None
+        if doc_ids is not None:
+            padding_mask = self._check_docs(idx, padding_mask, doc_ids)
+            if not cross_document:
+                positions = document_positions(doc_ids)  # (B, T)
+        attn_docs = None if cross_document else doc_ids
         B, T = idx.shape
         x = self.tok_emb(idx)  # (B, T, C)
         if self.cfg.position == "learned":
-            x = x + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, C)
+            pos = torch.arange(T, device=idx.device) if positions is None else positions
+            x = x + self.pos_emb(pos)  # (B, T, C)
+        rotary_pos = positions if self.cfg.position == "rotary" else None
         for block in self.blocks:
-            x = block(x, padding_mask)
+            x = block(x, padding_mask, attn_docs, rotary_pos)
         x = self.norm_f(x, padding_mask)
         if self.cfg.n_classes is None:
             return self.head(x)  # (B, T, vocab_size)
+        if doc_ids is not None:  # mean over each document's tokens
+            return self.head(self._pool_documents(x, doc_ids))  # (D, n_classes)
         real = (
             torch.ones(B, T, 1, device=x.device)
             if padding_mask is None
@@ -205,6 +259,51 @@ class TinyTransformer(nn.Module):
         )
         pooled = (x * real).sum(1) / real.sum(1)  # (B, C): mean over real tokens
         return self.head(pooled)  # (B, n_classes)
+
+    @staticmethod
+    def _pool_documents(x: torch.Tensor, doc_ids: torch.Tensor) -> torch.Tensor:
+        real = doc_ids >= 0  # (B, T)
+        ids, feats = doc_ids[real], x[real]  # (N,), (N, C)
+        D = int(ids.max()) + 1
+        sums = feats.new_zeros(D, x.shape[-1]).index_add_(0, ids, feats)
+        counts = torch.bincount(ids, minlength=D).to(x.dtype)[:, None]
+        return sums / counts  # (D, C)
+
+    def _check_docs(
+        self,
+        idx: torch.Tensor,
+        padding_mask: Optional[torch.Tensor],
+        doc_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Validate packed-row document ids; return the padding mask they imply."""
+        if not isinstance(doc_ids, torch.Tensor):
+            raise TypeError(
+                f"expected doc_ids to be a torch.Tensor, got {type(doc_ids).__name__}"
+            )
+        if doc_ids.dtype != torch.long or doc_ids.shape != idx.shape:
+            raise ValueError(
+                f"expected long doc_ids of shape {tuple(idx.shape)}, "
+                f"got {doc_ids.dtype} of shape {tuple(doc_ids.shape)}"
+            )
+        pads = doc_ids < 0
+        if bool((doc_ids < -1).any()) or bool(pads.all()):
+            raise ValueError(
+                "expected doc_ids >= 0 at real tokens and -1 at padding, with at "
+                f"least one real token, got range [{int(doc_ids.min())}, "
+                f"{int(doc_ids.max())}]"
+            )
+        if padding_mask is not None and not torch.equal(padding_mask, pads):
+            raise ValueError("expected padding_mask to equal doc_ids < 0 (or None)")
+        first = torch.ones_like(pads)
+        first[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+        D = int(doc_ids.max()) + 1
+        starts = torch.bincount(doc_ids[first & ~pads], minlength=D)
+        if not bool((starts == 1).all()):
+            raise ValueError(
+                "expected each document 0..D-1 to be one contiguous run of tokens in "
+                f"one row, got run counts {starts.tolist()[:8]} for documents 0..7"
+            )
+        return pads
 
     def _check(self, idx: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> None:
         for name, t in (("idx", idx), ("padding_mask", padding_mask)):

@@ -46,7 +46,14 @@ __all__ = [
 # parameters are float32 (mixed precision: statistics in float32, the output in x's
 # dtype, the running buffers stay float32). Anything else (integer x, float64 x into a
 # float32 norm, float32 x into a float64 norm) is a TypeError that names both dtypes.
+# Every kind ``make_norm`` builds follows it (tests/test_norms.py loops NORM_KINDS):
+# call ``check_norm_input(x, mask, C, self.weight.dtype)``, compute on
+# ``x.to(self.weight.dtype)`` and return ``y.to(x.dtype)``.
 _REDUCED = (torch.float16, torch.bfloat16)
+
+# PyTorch's public BatchNorm classes, named instead of the private
+# ``nn.modules.batchnorm._BatchNorm`` (``TokenBatchNorm`` is an ``nn.BatchNorm1d``).
+TORCH_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def check_norm_input(
@@ -180,20 +187,24 @@ def update_running_stats(
     mean: torch.Tensor,
     var: torch.Tensor,
     n: int | torch.Tensor,
+    unbiased: bool = True,
 ) -> None:
     """``nn.BatchNorm1d``'s update of ``norm``'s running statistics, written once.
 
     ``mean``, ``var``: this batch's (C,) mean and *biased* variance over ``n``
-    tokens. ``running_var`` is updated with the unbiased variance, var * n / (n - 1);
+    tokens. ``running_var`` is updated with the unbiased variance, var * n / (n - 1)
+    (with ``var`` itself if ``unbiased=False``, as Regularized BN's code does);
     ``momentum=None`` gives the cumulative average over all steps so far. ``norm``
     needs ``running_mean``, ``running_var``, ``num_batches_tracked`` and
-    ``momentum``.
+    ``momentum``. Statistics of another dtype (float16/bfloat16, or float32 from a
+    mixed-precision step) are cast to the buffers' dtype.
     """
     norm.num_batches_tracked.add_(1)
     factor = momentum_factor(norm)
     rm, rv = norm.running_mean, norm.running_var
+    var = var.detach() * n / (n - 1) if unbiased else var.detach()
     rm.lerp_(mean.detach().to(rm.dtype), factor)
-    rv.lerp_((var.detach() * n / (n - 1)).to(rv.dtype), factor)
+    rv.lerp_(var.to(rv.dtype), factor)
 
 
 def normalize(
@@ -470,7 +481,11 @@ NORM_KINDS: dict[str, Callable[..., nn.Module]] = {
 
 
 def register_norm(kind: str, factory: Callable[..., nn.Module]) -> None:
-    """Add a norm kind to ``make_norm`` (``factory(num_features, **kwargs)``)."""
+    """Add a norm kind to ``make_norm`` (``factory(num_features, **kwargs)``).
+
+    Its norms must have the signature ``norm(x, padding_mask=None)`` and follow the
+    dtype policy above; the tests check every registered kind.
+    """
     NORM_KINDS[kind] = factory
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from .norms import TokenBatchNorm
+from .norms import _REDUCED, TORCH_BATCH_NORMS, TokenBatchNorm
 
 __all__ = [
     "stat_distance",
@@ -255,14 +255,20 @@ def batch_stats_of(
     ``MaskedBatchNorm``: real tokens only; a layer with G normalization groups, such as
     ``GhostBatchNorm``, returns (G, C) statistics); takes channels last for the book's
     (B, T, C) norms (``TokenBatchNorm`` and other layers); channels second for a
-    plain ``nn.BatchNorm1d/2d/3d``.
+    plain ``nn.BatchNorm1d/2d/3d``. Float16/bfloat16 ``x`` into a layer with float32
+    running statistics is measured in float32, as the layer computes it.
     """
+    rm = getattr(module, "running_mean", None)
+    if (
+        isinstance(rm, torch.Tensor)
+        and x.dtype in _REDUCED
+        and rm.dtype == torch.float32
+    ):
+        x = x.float()  # mixed precision: the layer's statistics are float32
     if hasattr(module, "batch_stats"):
         mean, var = module.batch_stats(x, padding_mask)[:2]
         return mean, var
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, TokenBatchNorm
-    ):
+    if isinstance(module, TORCH_BATCH_NORMS) and not isinstance(module, TokenBatchNorm):
         x = x.transpose(0, 1).reshape(x.shape[1], -1).T  # channels second -> (N, C)
     else:
         x = x.reshape(-1, x.shape[-1])  # (B, T, C) -> (N, C)

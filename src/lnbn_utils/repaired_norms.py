@@ -10,6 +10,10 @@ registered with ``make_norm``:
   the gap between batch and running statistics (``stat_penalty``).
 * ``"renorm"``: Batch Renormalization (Ioffe, 2017).
 * ``"dyt"``: Dynamic Tanh (Zhu et al., 2025), no statistics at all.
+
+All follow the dtype policy of ``norms.py``: x of the parameters' dtype, or
+float16/bfloat16 x with float32 parameters (computed in float32, returned in x's
+dtype, buffers float32); anything else is a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from functools import partial
 import torch
 from torch import nn
 
-from .norms import MaskedBatchNorm, check_norm_input, register_norm
+from .masking import real_token_weights
+from .norms import (
+    MaskedBatchNorm,
+    _check_enough_tokens,
+    _check_eps,
+    _check_num_features,
+    check_norm_input,
+    register_norm,
+    update_running_stats,
+)
 
 __all__ = [
     "BatchRenorm",
@@ -29,24 +42,6 @@ __all__ = [
     "group_scale",
     "stat_penalty",
 ]
-
-
-def _real_weights(
-    x: torch.Tensor, padding_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, int]:
-    """(B, T, 1) weights, 1 at real tokens and 0 at pads, and the real-token count."""
-    if padding_mask is None:
-        return torch.ones_like(x[..., :1]), x.shape[0] * x.shape[1]
-    real = (~padding_mask).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-    return real, int((~padding_mask).sum())
-
-
-def _need_two(n: int) -> None:
-    if n < 2:
-        raise ValueError(
-            "expected at least 2 real (non-padding) tokens per channel to compute "
-            f"batch statistics in training mode, got {n}"
-        )
 
 
 class DyT(nn.Module):
@@ -62,6 +57,7 @@ class DyT(nn.Module):
 
     def __init__(self, num_features: int, alpha0: float = 0.5) -> None:
         super().__init__()
+        _check_num_features(num_features)
         if not alpha0 > 0:
             raise ValueError(f"expected alpha0 > 0, got {alpha0!r}")
         self.num_features = num_features
@@ -72,8 +68,9 @@ class DyT(nn.Module):
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
-        return torch.tanh(self.alpha * x) * self.weight + self.bias
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        return (torch.tanh(self.alpha * xf) * self.weight + self.bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, alpha={self.alpha.item():.3g}"
@@ -160,6 +157,8 @@ class PowerNorm(nn.Module):
         simplified: bool = False,
     ) -> None:
         super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
         if not (0.0 <= alpha_fwd < 1.0 and 0.0 <= alpha_bkw <= 1.0):
             raise ValueError(
                 "expected 0 <= alpha_fwd < 1 and 0 <= alpha_bkw <= 1, "
@@ -189,27 +188,37 @@ class PowerNorm(nn.Module):
     def quadratic_mean(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, int]:
-        """phi_B: per-channel mean of the group-scaled input squared, real tokens."""
-        return self._phi(self._scale_in(x).detach(), padding_mask)
+        """phi_B: per-channel mean of the group-scaled input squared, real tokens.
+
+        Computed in the parameters' dtype (float32 for float16/bfloat16 ``x``).
+        """
+        xf = x.to(self.weight.dtype)
+        phi, n = self._phi(self._scale_in(xf).detach(), padding_mask)
+        return phi, int(n)
 
     @staticmethod
     def _phi(
         z0: torch.Tensor, padding_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, int]:
-        real, n = _real_weights(z0, padding_mask)
-        _need_two(n)
-        return (z0.masked_fill(real == 0, 0.0).pow(2)).sum(dim=(0, 1)) / n, n  # (C,)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """phi_B (C,) of (B, T, C) ``z0`` over its real tokens, and their count ()."""
+        _, n = real_token_weights(padding_mask, z0.dtype, z0.shape[:2], z0.device)
+        _check_enough_tokens(n)
+        if padding_mask is not None:
+            z0 = z0.masked_fill(padding_mask.unsqueeze(-1), 0.0)  # inf/NaN pads too
+        return z0.pow(2).sum(dim=(0, 1)) / n, n  # (C,)
 
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
         psi = (self.running_phi + self.eps).sqrt()  # (C,), from the previous steps
-        z0 = self._scale_in(x)  # (B, T, C): per token, GroupScaling (or x itself)
+        z0 = self._scale_in(xf)  # (B, T, C): per token, GroupScaling (or x itself)
         if not self.training:
-            return z0 / psi * self.weight + self.bias
+            return (z0 / psi * self.weight + self.bias).to(x.dtype)
         phi, _ = self._phi(z0.detach(), padding_mask)
-        real, _ = _real_weights(x, padding_mask)
+        real, _ = real_token_weights(padding_mask, xf.dtype, xf.shape[:2], xf.device)
+        real = real.unsqueeze(-1)  # (B, T, 1)
         with torch.no_grad():
             self.num_batches_tracked += 1
         step = int(self.num_batches_tracked)
@@ -225,7 +234,7 @@ class PowerNorm(nn.Module):
             if not self.simplified and step < self.warmup_steps:  # cumulative average
                 self.running_phi.mul_((step - 1) / step).add_(phi / step)
             self.running_phi.lerp_(phi, 1.0 - self.alpha_fwd)
-        return z * self.weight + self.bias
+        return (z * self.weight + self.bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -246,7 +255,8 @@ class RegularizedBatchNorm(MaskedBatchNorm):
     + penalty_var * sum_c |var_B - var_run|`` (its "diff" penalty). The training
     loss must add it: ``extra_loss=lu.stat_penalty``. Eval mode uses the running
     statistics and sets ``penalty`` to 0. Defaults: the paper's Pre-LN setting
-    (0.1, 0.01); its code's momentum is 0.05, here 0.1 like the book's other BNs.
+    (0.1, 0.01); its code's momentum is 0.05, here 0.1 like the book's other BNs
+    (``momentum=None``: a cumulative average, as in ``nn.BatchNorm1d``).
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
     """
@@ -255,7 +265,7 @@ class RegularizedBatchNorm(MaskedBatchNorm):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         penalty_mean: float = 0.1,
         penalty_var: float = 0.01,
     ) -> None:
@@ -271,20 +281,19 @@ class RegularizedBatchNorm(MaskedBatchNorm):
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         if not self.training:
             self.penalty = torch.zeros((), device=x.device)
             return super().forward(x, padding_mask)
-        mean, var, _ = self.batch_stats(x, padding_mask)
-        with torch.no_grad():  # biased running variance, updated first
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach(), self.momentum)
-            self.num_batches_tracked += 1
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        mean, var, n = self.batch_stats(xf, padding_mask)
+        update_running_stats(self, mean, var, n, unbiased=False)  # updated first
         self.penalty = (
             self.penalty_mean * (mean - self.running_mean).pow(2).sum()
             + self.penalty_var * (var - self.running_var).abs().sum()
         )
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        y = (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -325,7 +334,7 @@ class BatchRenorm(MaskedBatchNorm):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         r_max: float = 3.0,
         d_max: float = 5.0,
         warmup_steps: int = 50,
@@ -347,20 +356,18 @@ class BatchRenorm(MaskedBatchNorm):
     def forward(
         self, x: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features)
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         if not self.training:
             return super().forward(x, padding_mask)
-        mean, var, n = self.batch_stats(x, padding_mask)
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        mean, var, n = self.batch_stats(xf, padding_mask)
         sigma_b = (var + self.eps).sqrt()  # (C,)
         sigma_run = (self.running_var + self.eps).sqrt()  # (C,)
         r_max, d_max = self.limits()
         r = (sigma_b / sigma_run).detach().clamp(1.0 / r_max, r_max)
         d = ((mean - self.running_mean) / sigma_run).detach().clamp(-d_max, d_max)
-        with torch.no_grad():  # as MaskedBatchNorm: unbiased running variance
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-            self.num_batches_tracked += 1
-        return ((x - mean) / sigma_b * r + d) * self.weight + self.bias
+        update_running_stats(self, mean, var, n)  # as MaskedBatchNorm: unbiased
+        return (((xf - mean) / sigma_b * r + d) * self.weight + self.bias).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
