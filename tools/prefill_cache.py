@@ -23,17 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from exec_cache import ROOT, ensure  # noqa: E402
 
 TIMEOUT_S = 300  # per cell, as execute.timeout in _config.yml
-# Longest first (their nbval run times, about 100 s down to 7 s), so that two workers
-# finish together. The pool hands notebooks out in the order they joined the cache's
-# project, so a fresh cache (CI's) takes this order. Others run after these.
-LONGEST_FIRST = ["02", "05", "03", "01", "04", "06", "00"]
-
-
-def by_run_time(path: Path) -> int:
-    prefix = path.name[:2]
-    return (
-        LONGEST_FIRST.index(prefix) if prefix in LONGEST_FIRST else len(LONGEST_FIRST)
-    )
 
 
 def main(argv: list[str]) -> int:
@@ -41,7 +30,6 @@ def main(argv: list[str]) -> int:
     ensure(build)
     cache = get_cache(str(build / ".jupyter_cache"))
     paths = [Path(a).resolve() for a in argv] or sorted((ROOT / "book").glob("*.ipynb"))
-    paths.sort(key=by_run_time)
     for path in paths:
         if path.suffix != ".ipynb" or not path.exists():
             raise SystemExit(f"expected existing .ipynb files, got {path}")
@@ -51,9 +39,7 @@ def main(argv: list[str]) -> int:
         "local-parallel", cache, logger=logging.getLogger("prefill")
     )
     result = executor.run_and_cache(
-        filter_uris=[str(p) for p in paths],
-        timeout=TIMEOUT_S,
-        allow_errors=False,
+        filter_uris=[str(p) for p in paths], timeout=TIMEOUT_S, allow_errors=False
     )
     print(f"prefill: {len(result.succeeded)} executed, {len(result.errored)} failed")
     for uri in result.errored:
