@@ -9,6 +9,12 @@ that measured it. Nothing is typed by hand, and the build warns (``-W``: fails) 
   run), or a record has no such call in the source it came from;
 * a recorded finding did not hold (a timing finding is listed with its status);
 * the page that holds the directive cannot find the executed notebooks' glue data.
+
+The "Seed sweep" column reads ``book/data/seed_sweep/<notebook>.json``
+(``tools/seed_sweep.py``): at how many of the swept base seeds the finding held, and
+its worst seed. Seeds swept with other code than the notebook's current code cells do
+not count; a finding with none left shows "sweep stale" (the build says so in its log,
+not as a warning, so editing a chapter stays cheap).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import html
 import json
 import posixpath
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -28,6 +35,20 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 logger = logging.getLogger(__name__)
+SWEEP_DIR = Path("book") / "data" / "seed_sweep"  # under the book's source folder
+
+
+def _code_hash(srcdir: Path, source: Path):
+    """The sweep tool's hash of ``source``'s code cells (None without the tool)."""
+    tools = srcdir / "tools"
+    if not (tools / "seed_sweep.py").exists():
+        return None
+    if str(tools) not in sys.path:
+        sys.path.insert(0, str(tools))
+    from seed_sweep import code_hash
+
+    return code_hash(source)
+
 
 CLAIMS = {
     0: "Background: two ways to normalize",
@@ -143,9 +164,55 @@ def _test_text(r: dict) -> str:
     else:
         test = f"{r['expect']} {_fmt(r['threshold'])}"
     what = "interval" if r["ci"] else "value"
+    why = f" ({r['why']})" if r.get("why") else ""
     status = "holds" if r["passed"] else "does NOT hold here"
+    margin = r.get("margin")
+    if margin is not None:
+        status += f", margin {margin:.2g} interval widths"
     timing = " (timing: strict only in CI)" if r["timing"] else ""
-    return f"{what} {test}: {status}{timing}"
+    return f"{what} {test}{why}: {status}{timing}"
+
+
+def _worst_margin(f: dict) -> float:
+    lo, hi = f["ci"] or (f["value"], f["value"])
+    if f["expect"] == ">":
+        return lo - f["threshold"]
+    if f["expect"] == "<":
+        return f["threshold"] - hi
+    return min(lo - f["threshold"][0], f["threshold"][1] - hi)
+
+
+def sweep_texts(srcdir: Path, docname: str, source: Path) -> dict:
+    """{key: "k/n base seeds; worst seed s: v [lo, hi]"} for one notebook's findings.
+
+    Keys absent from the result have no sweep; the value "sweep stale" means the
+    notebook's code changed since its seeds were swept.
+    """
+    target = srcdir / SWEEP_DIR / f"{Path(docname).name}.json"
+    if not target.exists() or source.suffix != ".ipynb":
+        return {}
+    seeds = json.loads(target.read_text()).get("seeds", {})
+    current = _code_hash(srcdir, source)
+    now = {s: e for s, e in seeds.items() if e.get("code_hash") == current}
+    keys = {k for e in seeds.values() for k in e.get("findings", {})}
+    if not now:
+        return {k: "sweep stale" for k in keys}
+    out = {}
+    for k in sorted(keys | {k for e in now.values() for k in e["findings"]}):
+        ran = {s: e["findings"][k] for s, e in now.items() if k in e["findings"]}
+        held = sum(1 for f in ran.values() if f["held"])
+        text = f"{held}/{len(now)} base seeds"
+        if ran:
+            s, f = min(ran.items(), key=lambda sf: _worst_margin(sf[1]))
+            shown = _fmt(f["value"])
+            if f["ci"]:
+                shown += f" [{_fmt(f['ci'][0])}, {_fmt(f['ci'][1])}]"
+            text += f"; worst: seed {s}, {shown}"
+        errors = [s for s, e in now.items() if e["status"] == "error"]
+        if errors:
+            text += f"; error at seed {', '.join(errors)}"
+        out[k] = text
+    return out
 
 
 def _row(cells: list[nodes.Node]) -> nodes.row:
@@ -162,6 +229,7 @@ HEADER = [
     "Measured [95% interval]",
     "Control",
     "Test",
+    "Seed sweep",
     "Shape; interval over",
 ]
 
@@ -170,13 +238,18 @@ def _table(app: Sphinx, fromdoc: str, records: list[dict]) -> nodes.table:
     table = nodes.table(classes=["evidence-ledger"])
     group = nodes.tgroup(cols=len(HEADER))
     table += group
-    for width in (34, 18, 16, 16, 16):
+    for width in (30, 16, 14, 16, 12, 12):
         group += nodes.colspec(colwidth=width)
     head = nodes.thead()
     head += _row(HEADER)
     group += head
     body = nodes.tbody()
+    sweeps: dict[str, dict] = {}
     for r in records:
+        if r["docname"] not in sweeps:
+            source = Path(app.env.doc2path(r["docname"]))
+            sweeps[r["docname"]] = sweep_texts(Path(app.srcdir), r["docname"], source)
+        sweep = sweeps[r["docname"]].get(r["key"], "no sweep")
         uri = app.builder.get_relative_uri(fromdoc, r["docname"])
         anchor = _section_id(app, r["docname"], r["key"])
         para = nodes.paragraph()
@@ -189,7 +262,7 @@ def _table(app: Sphinx, fromdoc: str, records: list[dict]) -> nodes.table:
         if r["control"] is not None:
             control += f": {_fmt(r['control'])} {r['unit']}".rstrip()
         shape = "; ".join(s for s in (r["shape"], r["ci_source"]) if s) or "-"
-        body += _row([para, _value_text(r), control, _test_text(r), shape])
+        body += _row([para, _value_text(r), control, _test_text(r), sweep, shape])
     group += body
     return table
 
@@ -212,6 +285,12 @@ def _check(app: Sphinx, records: list[dict]) -> None:
     for r in records:
         if not r["passed"] and not r["timing"]:
             logger.warning(f"evidence ledger: finding {r['key']!r} did not hold")
+    for docname in sorted({r["docname"] for r in records}):
+        texts = sweep_texts(Path(app.srcdir), docname, Path(app.env.doc2path(docname)))
+        stale = sorted(k for k, t in texts.items() if t == "sweep stale")
+        if stale or not texts:
+            what = f"{len(stale)} findings 'sweep stale'" if stale else "no sweep"
+            logger.info(f"evidence ledger: {docname}: {what} (make seed-sweep NB=...)")
 
 
 SHORT = {0: "Background", 1: "Claim 1", 2: "Claim 2", 3: "Claim 3", 4: "Claim 4"}
