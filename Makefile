@@ -46,7 +46,11 @@ lint-workflows: setup
 	$(BIN)/python -m pip install --quiet -r requirements-lint.txt
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
-test: setup test-lib test-notebooks test-build
+# One execution of every notebook per base seed: tools/prefill_cache.py executes them (both
+# cores) into the build's cache, and that execution is the test (a failing assert prints its
+# cell's traceback and stops make); the strict build and the reader notebooks read the cache.
+# nbval executes every notebook too, in CI's second-seed pass (test-seeds).
+test: setup test-lib test-build
 
 # The formatter gate (ruff.toml: 88 columns): the library, tests, tools, benchmarks and the
 # notebooks' code cells.
@@ -81,9 +85,11 @@ NB ?=
 seed-sweep: setup
 	$(BIN)/python tools/seed_sweep.py --seeds "$(SEEDS)" $(if $(NB),--nb $(NB)) --jobs $(JOBS)
 
-# tools/prefill_cache.py executes the notebooks into the build's cache on both cores first.
+# tools/prefill_cache.py executes the notebooks into the build's cache on both cores first
+# (timing findings strict), prints per-notebook times against the page budgets, and stops
+# on a failing notebook with its traceback.
 test-build: setup
-	$(BIN)/python tools/prefill_cache.py
+	LNBN_STRICT_TIMING=1 $(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
