@@ -293,44 +293,56 @@ def _check(app: Sphinx, records: list[dict]) -> None:
             logger.info(f"evidence ledger: {docname}: {what} (make seed-sweep NB=...)")
 
 
-SHORT = {0: "Background", 1: "Claim 1", 2: "Claim 2", 3: "Claim 3", 4: "Claim 4"}
-
-
 def _draw_summary(records: list[dict], titles: list[str], path: Path) -> None:
+    """A forest plot: one panel per claim, one row per finding, legible at page width.
+
+    Findings of one claim share the panel's x axis (give them one unit); each row shows
+    the measurement with its 95% interval, its threshold as a dashed tick, and zero.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(records)
-    cols = min(n, 4)
-    rows = -(-n // cols)
+    groups: list[list[int]] = []
+    for i, r in enumerate(records):
+        if groups and records[groups[-1][0]]["claim"] == r["claim"]:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    heights = [len(g) + 1.2 for g in groups]
     fig, axes = plt.subplots(
-        rows, cols, figsize=(3.3 * cols, 4.3 * rows), squeeze=False
+        len(groups),
+        1,
+        figsize=(7.0, 0.55 * sum(heights) + 0.3),  # drawn at about page width
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
     )
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    for ax, r, title in zip(axes.flat, records, titles):
-        lo, hi = r["ci"] or (r["value"], r["value"])
-        err = [[r["value"] - lo], [hi - r["value"]]]
-        ax.errorbar([0], [r["value"]], yerr=err, fmt="o", color="#D55E00", capsize=8)
-        bounds = r["threshold"] if r["expect"] == "within" else [r["threshold"]]
-        for t in bounds:
-            ax.axhline(t, color="gray", ls="--", lw=1)
-        ax.axhline(0, color="black", lw=0.6)
-        ax.set_xlim(-1, 1)
-        ax.set_xticks([])
-        ax.set_ylabel(textwrap.fill(r["unit"] or "value", 32), fontsize=8)
-        ax.set_title(textwrap.fill(title, 32), fontsize=9)
-        control = r["control_label"]
-        if r["control"] is not None:
-            control += f" = {_fmt(r['control'])}"
-        test = (
-            "inside dashes" if r["expect"] == "within" else f"{r['expect']} dashed line"
-        )
-        text = f"test: interval {test}. Control: {control}"
-        ax.set_xlabel(textwrap.fill(text, 40), fontsize=7)
-    fig.tight_layout()
+    for ax, group in zip(axes[:, 0], groups):
+        for row, i in enumerate(group):
+            r, y = records[i], -row
+            lo, hi = r["ci"] or (r["value"], r["value"])
+            err = [[r["value"] - lo], [hi - r["value"]]]
+            ax.errorbar(
+                [r["value"]], [y], xerr=err, fmt="o", color="#D55E00", capsize=5
+            )
+            bounds = r["threshold"] if r["expect"] == "within" else [r["threshold"]]
+            for t in bounds:
+                ax.plot([t, t], [y - 0.35, y + 0.35], color="gray", ls="--", lw=1.5)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_yticks([-row for row in range(len(group))])
+        ax.set_yticklabels([textwrap.fill(titles[i], 28) for i in group], fontsize=11)
+        ax.set_ylim(-len(group) + 0.4, 0.6)
+        first = records[group[0]]
+        title = CLAIMS.get(first["claim"], str(first["claim"]))
+        ax.set_title(title, fontsize=12, loc="left", x=-0.62, fontweight="bold")
+        ax.set_xlabel(first["unit"] or "value", fontsize=11)
+        ax.tick_params(axis="x", labelsize=10)
+        ax.margins(x=0.15)
+    inch = 0.55 * sum(heights) + 0.3
+    fig.subplots_adjust(
+        left=0.42, right=0.97, top=1 - 0.45 / inch, bottom=0.75 / inch, hspace=1.0
+    )
     fig.patch.set_facecolor("white")
     fig.savefig(path, dpi=110, facecolor="white")
     plt.close(fig)
@@ -345,9 +357,7 @@ def _summary_figure(app: Sphinx, docname: str, node: summary_placeholder, record
     images = Path(app.outdir) / "_images"
     images.mkdir(parents=True, exist_ok=True)
     chosen = [by_key[k] for k in node["keys"]]
-    titles = node["titles"] or [
-        f"{SHORT.get(r['claim'], r['claim'])}: {r['key']}" for r in chosen
-    ]
+    titles = node["titles"] or [r["statement"] for r in chosen]
     _draw_summary(chosen, titles, images / "evidence_summary.png")
     page = app.builder.get_target_uri(docname)
     uri = posixpath.relpath(
@@ -359,7 +369,7 @@ def _summary_figure(app: Sphinx, docname: str, node: summary_placeholder, record
     )
     markup = (
         f'<figure class="evidence-summary" id="fig-evidence-summary">'
-        f'<img src="{uri}" alt="{alt}" style="max-width: 100%"/>'
+        f'<img src="{uri}" alt="{alt}" style="width: 100%; max-width: 770px"/>'
         f"<figcaption><p>{caption}</p></figcaption></figure>"
     )
     return nodes.raw("", markup, format="html")
