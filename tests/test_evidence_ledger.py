@@ -48,6 +48,7 @@ def _build(tmp_path: Path, *sources: str) -> subprocess.CompletedProcess:
     (tmp_path / "evidence.md").write_text(
         "# Ledger\n\n```{evidence-summary}\n:keys: ch1_tiny_gap\n:alt: A bar chart\n"
         "The gap and its control.\n```\n\n```{evidence-ledger}\n```\n\n"
+        "```{seed-sweep-table}\n```\n\n"
         "Gap: {glue:text}`chapter.ipynb::ch1_tiny_gap_ci:s`.\n"
     )
     cmd = [str(JB), "build", str(tmp_path), "-W", "--keep-going"]
@@ -65,6 +66,7 @@ def test_the_ledger_lists_a_finding_with_its_interval_and_a_link(tmp_path):
     assert ">0.5 [0.2, 0.8]</span>." in html  # an interval glues without quotes
     assert 'alt="A bar chart"' in html and "The gap and its control." in html
     assert (tmp_path / "_build/html/_images/evidence_summary.png").stat().st_size > 1000
+    assert "sweep-table" in html and "no sweep" in html  # the per-page table
 
 
 @pytest.mark.skipif(not JB.exists(), reason="jupyter-book not installed")

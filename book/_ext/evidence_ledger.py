@@ -70,6 +70,20 @@ class summary_placeholder(nodes.General, nodes.Element):
     """Replaced by a figure of the chosen findings once every chapter has been read."""
 
 
+class sweep_placeholder(nodes.General, nodes.Element):
+    """Replaced by the per-page table of findings, checks and seed sweeps."""
+
+
+class SweepTable(SphinxDirective):
+    """Per page: findings, checks (asserts) and the seed sweep's counts."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        self.env.metadata[self.env.docname]["evidence_ledger"] = True
+        return [sweep_placeholder()]
+
+
 class EvidenceSummary(SphinxDirective):
     """One panel per listed finding: measured value with interval, control, threshold.
 
@@ -375,7 +389,59 @@ def _summary_figure(app: Sphinx, docname: str, node: summary_placeholder, record
     return nodes.raw("", markup, format="html")
 
 
+def _count_checks(source: Path) -> int:
+    cells = json.loads(source.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return len(
+        re.findall(r"^\s*(?:assert |torch\.testing\.assert_close\()", code, re.M)
+    )
+
+
+def _sweep_table(app: Sphinx, fromdoc: str, records: list[dict]) -> nodes.table:
+    header = ["Page", "Findings", "Checks", "Seed sweep of its findings"]
+    table = nodes.table(classes=["sweep-table"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for width in (34, 12, 12, 42):
+        group += nodes.colspec(colwidth=width)
+    head = nodes.thead()
+    head += _row(header)
+    group += head
+    body = nodes.tbody()
+    pages = [
+        d for d in app.env.found_docs if str(app.env.doc2path(d)).endswith(".ipynb")
+    ]
+    for docname in sorted(pages):
+        source = Path(app.env.doc2path(docname))
+        keys = [r["key"] for r in records if r["docname"] == docname]
+        texts = sweep_texts(Path(app.srcdir), docname, source)
+        counts = [texts.get(k, "no sweep") for k in keys]
+        if not keys:
+            sweep = "-"
+        elif "sweep stale" in counts:
+            sweep = "sweep stale (the code changed since)"
+        elif "no sweep" in counts:
+            sweep = "no sweep"
+        else:
+            fracs = [tuple(map(int, t.split()[0].split("/"))) for t in counts]
+            full = sum(1 for k, n in fracs if k == n)
+            nine = sum(1 for k, n in fracs if k < n and k >= 0.9 * n)
+            n_seeds = max(n for _, n in fracs)
+            sweep = (
+                f"{n_seeds} base seeds: {full} held at every seed, {nine} at >= 90%, "
+                f"{len(fracs) - full - nine} below"
+            )
+        para = nodes.paragraph()
+        uri = app.builder.get_relative_uri(fromdoc, docname)
+        para += nodes.reference("", app.env.titles[docname].astext(), refuri=uri)
+        body += _row([para, str(len(keys)), str(_count_checks(source)), sweep])
+    group += body
+    return table
+
+
 def resolve(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    for node in doctree.findall(sweep_placeholder):
+        node.replace_self(_sweep_table(app, docname, _records(app)))
     summaries = list(doctree.findall(summary_placeholder))
     placeholders = list(doctree.findall(ledger_placeholder))
     if not placeholders and not summaries:
@@ -408,6 +474,8 @@ def always_outdated(app, env, added, changed, removed) -> list[str]:
 def setup(app: Sphinx) -> dict:
     app.add_node(ledger_placeholder)
     app.add_node(summary_placeholder)
+    app.add_node(sweep_placeholder)
+    app.add_directive("seed-sweep-table", SweepTable)
     app.add_directive("evidence-ledger", EvidenceLedger)
     app.add_directive("evidence-summary", EvidenceSummary)
     app.connect("doctree-resolved", resolve)
