@@ -6,8 +6,14 @@
 (``make pdf`` runs both.) The page is served from a copy whose MathJax ``<script>``
 points at a local copy of the npm package ``mathjax`` (no network needed), MathJax
 finishes typesetting, the navigation chrome is hidden, and Chromium's DevTools
-``Page.printToPDF`` writes an A4 PDF with page numbers: every chapter, its figures and
-math, and the bibliography. Needs Chromium (or Chrome) and its ChromeDriver (Debian:
+``Page.printToPDF`` writes an A4 PDF with page numbers: a title page, a table of
+contents, every chapter with its figures and math, and the bibliography, with a
+bookmark (PDF outline) for every chapter and section. Code cells that only draw a
+figure (tagged ``hide-input``, or whose only output is a figure) print without their
+code; code boxes break across pages. After printing, the PDF is checked
+(``check_pdf``): its outline names every chapter, the text holds the title, and every
+Chinese character of the page is in the PDF's text in an embedded CJK font (a missing
+font prints empty boxes). Needs Chromium (or Chrome) and its ChromeDriver (Debian:
 ``apt-get install chromium chromium-driver``; GitHub's runners have Chrome) and npm.
 """
 
@@ -45,6 +51,62 @@ div.cell_input, .highlight, pre { break-inside: auto !important; }
 figure, img, table, .math { break-inside: avoid; }
 h1, h2, h3 { break-after: avoid; }
 section > h1 { break-before: page; }
+/* Code boxes break across pages (no empty box at the foot of a page). */
+div.cell, div.cell_input, div.highlight, div[class*="highlight-"], pre
+  { break-inside: auto !important; display: block !important; }
+div.cell_input, div.highlight, pre { box-decoration-break: clone; }
+pre { margin-top: 0; }
+/* Plotting code: online it is collapsed; on paper the figure stands for it. */
+.tag_hide-input > .cell_input, .lnbn-draw-only > .cell_input,
+.tag_hide-input details.hide.above-input { display: none !important; }
+#lnbn-title-page { break-after: page; text-align: center; padding-top: 30%; }
+#lnbn-title-page h1 { font-size: 2.2em; border: none; }
+#lnbn-title-page p { font-size: 1.1em; color: #444; }
+#lnbn-toc { break-after: page; }
+#lnbn-toc ol { list-style: none; padding-left: 0; }
+#lnbn-toc ol ol { padding-left: 1.5em; font-size: 0.95em; }
+#lnbn-toc a { text-decoration: none; color: inherit; }
+"""
+
+# The title page, the table of contents (chapters and their sections, linked) and the
+# plotting cells to fold, put into the single page before it prints.
+FRONT_MATTER_JS = """
+const [title, subtitle] = arguments;
+const article = document.querySelector('.bd-article') || document.body;
+document.querySelectorAll('div.cell').forEach(cell => {
+  const out = cell.querySelector('.cell_output');
+  if (!out || !cell.querySelector('.cell_input')) return;
+  const kids = [...out.querySelectorAll(':scope > .output, :scope > div')];
+  const onlyFigures = kids.length > 0 && kids.every(k =>
+    k.querySelector('img') && !k.querySelector('pre, table'));
+  if (onlyFigures) cell.classList.add('lnbn-draw-only');
+});
+const toc = document.createElement('nav');
+toc.id = 'lnbn-toc';
+toc.innerHTML = '<h1>Contents</h1>';
+const top = document.createElement('ol');
+toc.appendChild(top);
+let current = null;
+article.querySelectorAll('h1, h2').forEach((h, i) => {
+  const text = h.innerText.replace(/[#\u00b6]/g, '').trim();
+  if (!text) return;
+  if (!h.id) h.id = 'lnbn-h-' + i;
+  const li = document.createElement('li');
+  const a = document.createElement('a');
+  a.href = '#' + h.id; a.textContent = text; li.appendChild(a);
+  if (h.tagName === 'H1' || !current) {
+    top.appendChild(li);
+    current = document.createElement('ol');
+    li.appendChild(current);
+  } else { current.appendChild(li); }
+});
+const page = document.createElement('section');
+page.id = 'lnbn-title-page';
+const t = document.createElement('h1'); t.textContent = title;
+const s = document.createElement('p'); s.textContent = subtitle;
+page.append(t, s);
+article.prepend(page, toc);
+return top.children.length;
 """
 
 
@@ -158,7 +220,7 @@ def single_page(index: Path) -> Path:
     return (index.parent / m.group(1)).resolve() if m else index
 
 
-def print_pdf(index: Path, out: Path, title: str = "") -> dict:
+def print_pdf(index: Path, out: Path, title: str = "", subtitle: str = "") -> dict:
     """Print the single-page build at ``index`` to ``out``; return counts to check."""
     site = offline_copy(index.parent, ROOT / "_build" / "pdf" / "site")
     # Sphinx's single page links _static/ and _images/ from the site root, even when the
@@ -174,9 +236,20 @@ def print_pdf(index: Path, out: Path, title: str = "") -> dict:
         driver.execute_script(
             "const s = document.createElement('style'); s.textContent = arguments[0];"
             "document.head.appendChild(s);"
-            "document.querySelectorAll('details').forEach(d => d.open = true);",
+            "document.querySelectorAll('details:not(.hide.above-input)')"
+            ".forEach(d => d.open = true);",
             PRINT_CSS,
         )
+        chapters = driver.execute_script(FRONT_MATTER_JS, title, subtitle)
+        headings = driver.execute_script(
+            "return [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')]"
+            ".filter(h => h.getClientRects().length)"
+            ".map(h => h.innerText.replace(/#\\s*$/, '').replace(/\\s+/g, ' ').trim());"
+        )
+        cjk_text = "".join(
+            CJK.findall(driver.execute_script("return document.body.innerText;"))
+        )
+        no_cjk_font = cjk_font_problems(driver)
         stats = driver.execute_script(
             "const imgs = [...document.querySelectorAll("
             "  'article img, .bd-article img')];"
@@ -200,6 +273,8 @@ def print_pdf(index: Path, out: Path, title: str = "") -> dict:
                 "displayHeaderFooter": True,
                 "headerTemplate": "<div></div>",
                 "footerTemplate": footer,
+                "generateDocumentOutline": True,  # bookmarks from h1..h6
+                "generateTaggedPDF": True,
             },
         )
     finally:
@@ -210,7 +285,156 @@ def print_pdf(index: Path, out: Path, title: str = "") -> dict:
     out.write_bytes(data)
     stats["pages"] = len(re.findall(rb"/Type\s*/Page[^s]", data))
     stats["bytes"] = len(data)
+    stats["toc_chapters"] = chapters
+    stats["cjk_text"] = cjk_text
+    stats["no_cjk_font"] = no_cjk_font
+    rewrite_outline(out, headings)
     return stats
+
+
+CJK_FONT = re.compile(r"CJK|Han|Hei|Song|Ming|WenQuanYi|Droid Sans Fallback", re.I)
+
+
+def cjk_font_problems(driver, limit: int = 40) -> dict[str, list[str]]:
+    """Chinese text the page draws without a CJK font: ``{text: fonts used}``.
+
+    Chromium reports the fonts it drew each text node with (DevTools
+    ``CSS.getPlatformFontsForNode``); without a CJK font installed
+    (``apt-get install fonts-noto-cjk``) Chinese characters are empty boxes."""
+    driver.execute_script(
+        "const re = /[\\u3400-\\u4dbf\\u4e00-\\u9fff]/;"
+        "const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);"
+        "while (w.nextNode()) if (re.test(w.currentNode.nodeValue))"
+        "  w.currentNode.parentElement.setAttribute('data-lnbn-cjk', '');"
+    )
+    driver.execute_cdp_cmd("DOM.enable", {})
+    driver.execute_cdp_cmd("CSS.enable", {})
+    bad = {}
+    try:
+        root = driver.execute_cdp_cmd("DOM.getDocument", {"depth": -1})["root"]
+        nodes = driver.execute_cdp_cmd(
+            "DOM.querySelectorAll",
+            {"nodeId": root["nodeId"], "selector": "[data-lnbn-cjk]"},
+        )["nodeIds"]
+        for node in nodes[:limit]:
+            used = driver.execute_cdp_cmd(
+                "CSS.getPlatformFontsForNode", {"nodeId": node}
+            )["fonts"]
+            families = sorted({f["familyName"] for f in used})
+            if used and not any(CJK_FONT.search(f) for f in families):
+                html = driver.execute_cdp_cmd("DOM.getOuterHTML", {"nodeId": node})
+                bad[re.sub(r"<[^>]+>", "", html["outerHTML"])[:40]] = families
+    finally:
+        driver.execute_cdp_cmd("CSS.disable", {})
+        driver.execute_cdp_cmd("DOM.disable", {})
+    return bad
+
+
+def _key(text: str) -> str:
+    return re.sub(r"[\W\d_]+", "", text).lower()
+
+
+def rewrite_outline(path: Path, headings: list[str]) -> None:
+    """Chromium's bookmarks with the headings' own text (its titles run wrapped lines
+    together and repeat some), the book's chapters at the top level, and a bookmark
+    for the contents page."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import Fit
+
+    reader = PdfReader(path)
+    rows: list[tuple[int, str, int, float | None]] = []
+
+    def walk(items, depth):
+        for item in items:
+            if isinstance(item, list):
+                walk(item, depth + 1)
+            else:
+                page = reader.get_destination_page_number(item)
+                rows.append((depth, item.title, page, item.top))
+
+    walk(reader.outline, 0)
+    if not rows:
+        return
+    j = 0  # the headings, in order, matched to the bookmarks by their letters
+    for i, (d, t, p, y) in enumerate(rows):
+        for k in range(j, min(j + 8, len(headings))):
+            if _key(headings[k]) and _key(headings[k])[:24] in _key(t):
+                rows[i], j = (d, headings[k], p, y), k + 1
+                break
+    writer = PdfWriter(clone_from=reader)
+    del writer._root_object["/Outlines"]
+    parents: list = []
+    for i, (depth, text, page, top) in enumerate(rows):
+        depth = max(depth - 1, 0) if i else 0
+        parent = parents[depth - 1] if 0 < depth <= len(parents) else None
+        fit = Fit.xyz(top=top) if top is not None else Fit.fit()
+        item = writer.add_outline_item(
+            title=text, page_number=page, parent=parent, fit=fit
+        )
+        parents[depth:] = [item]
+        if i == 0 and len(reader.pages) > 1:
+            writer.add_outline_item(title="Contents", page_number=1)
+    with open(path, "wb") as fh:
+        writer.write(fh)
+
+
+CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]")
+
+
+def outline(reader) -> list[tuple[int, str, int]]:
+    """The PDF's bookmarks as ``(depth, title, page number from 1)``."""
+    rows: list[tuple[int, str, int]] = []
+
+    def walk(items, depth):
+        for item in items:
+            if isinstance(item, list):
+                walk(item, depth + 1)
+            else:
+                rows.append(
+                    (depth, item.title, reader.get_destination_page_number(item) + 1)
+                )
+
+    walk(reader.outline, 0)
+    return rows
+
+
+def pdf_text(path: Path, reader=None) -> str:
+    """The PDF's text: poppler's pdftotext where installed (it decodes Chromium's
+    Type 3 CJK glyphs that pypdf misses), else pypdf."""
+    if shutil.which("pdftotext"):
+        return subprocess.run(
+            ["pdftotext", str(path), "-"], capture_output=True, text=True, check=True
+        ).stdout
+    return "\n".join(p.extract_text() or "" for p in reader.pages)
+
+
+def check_pdf(path: Path, cjk_text: str, title: str, chapters: list[str]) -> list[str]:
+    """What is wrong with the printed PDF: missing bookmarks, missing title, Chinese
+    characters not in the text or not in a CJK font (the empty boxes of a missing
+    font)."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(path)
+    problems = []
+    marks = outline(reader)
+    names = " | ".join(_key(t) for _, t, _ in marks)
+    missing = [c for c in chapters if _key(c) not in names]
+    if missing:
+        problems.append(f"no bookmark for {missing}")
+    first = reader.pages[0].extract_text() or ""
+    if title and title.split(":")[0] not in first.replace("\n", " "):
+        problems.append(f"page 1 is not the title page: {first[:80]!r}")
+    want = set(cjk_text) - set("\u3000")
+    if want:
+        got = set(CJK.findall(pdf_text(path, reader)))
+        lost = want - got
+        if lost:
+            problems.append(
+                f"{len(lost)} of {len(want)} Chinese characters are not in the PDF's "
+                f"text (no CJK font? apt-get install fonts-noto-cjk): "
+                f"{''.join(sorted(lost)[:20])}"
+            )
+    return problems
 
 
 def main(argv: list[str]) -> int:
@@ -224,8 +448,10 @@ def main(argv: list[str]) -> int:
         )
     import yaml
 
-    title = yaml.safe_load((ROOT / "_config.yml").read_text()).get("title", "")
-    stats = print_pdf(index, out, title)
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    title = cfg.get("title", "")
+    subtitle = " \u00b7 ".join(x for x in (cfg.get("author", ""), _commit_line()) if x)
+    stats = print_pdf(index, out, title, subtitle)
     print(
         f"{out}: {stats['pages']} pages, {stats['bytes'] / 1e6:.1f} MB, "
         f"{stats['images']} figures, {stats['math']} formulas, "
@@ -240,10 +466,41 @@ def main(argv: list[str]) -> int:
         problems.append(
             "the PDF looks incomplete (no figures, no math, or under 10 pages)"
         )
+    if stats["no_cjk_font"]:
+        problems.append(
+            "Chinese text drawn without a CJK font (empty boxes; apt-get install "
+            f"fonts-noto-cjk): {stats['no_cjk_font']}"
+        )
+    sys.path.insert(0, str(ROOT / "tools"))
+    import site_config
+
+    chapters = [t for _, t in site_config.chapters()]
+    problems += check_pdf(out, stats["cjk_text"], title, chapters)
     if problems:
         print("PDF check failed: " + "; ".join(problems))
         return 1
+    from pypdf import PdfReader
+
+    marks = outline(PdfReader(out))
+    print(
+        f"outline: {len(marks)} bookmarks, {sum(d == 0 for d, _, _ in marks)} "
+        "at the top level; Chinese text in a CJK font"
+    )
     return 0
+
+
+def _commit_line() -> str:
+    """``built from commit abc123 on 2026-12-08`` (empty outside a git checkout)."""
+    out = subprocess.run(
+        ["git", "log", "-1", "--format=%h %cs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode or not out.stdout.strip():
+        return ""
+    commit, day = out.stdout.split()
+    return f"built from commit {commit} on {day}"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ a file path), chapter figures captioned and named, no broken internal link or an
 no error output cell, the math rendered by MathJax, a page description for search
 engines and social previews. Per chapter: the download button serves the executed
 reader notebook (outputs, no raw MyST left) and the Colab button opens the published
-reader copy. A full-page screenshot of each page goes to _build/screenshots/.
+reader copy. Each page's Chinese text is drawn in a CJK font (no empty boxes). Each
+page is screenshotted whole, in tiles of 4,000 px, to _build/screenshots/.
 
 The machine is offline, so the pages are served from a copy of _build/html whose
 MathJax <script> points at a local copy of the npm registry's `mathjax` package
@@ -105,15 +106,26 @@ def _open(driver, url: str) -> None:
     pdf.wait_for_mathjax(driver)
 
 
-def _screenshot(driver, page: str, suffix: str = "") -> Path:
-    """Resize the window to the whole page (capped) and save a PNG of it."""
+TILE = 4000  # px of page per screenshot; pages are up to ~40,000 px tall
+
+
+def _screenshot(driver, page: str, suffix: str = "") -> list[Path]:
+    """The whole page as PNG tiles of TILE px (``_t00.png``, ``_t01.png``, ...)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    stem = page.replace("/", "_").replace(".html", suffix)
+    for old in SHOTS.glob(f"{stem}_t*.png"):
+        old.unlink()
+    driver.set_window_size(1280, TILE)
     height = driver.execute_script("return document.documentElement.scrollHeight;")
-    driver.set_window_size(1280, min(int(height) + 100, 16000))
-    out = SHOTS / (page.replace("/", "_").replace(".html", f"{suffix}.png"))
-    driver.get_screenshot_as_file(str(out))
+    tiles = []
+    for i, top in enumerate(range(0, max(int(height), 1), TILE)):
+        driver.execute_script("window.scrollTo(0, arguments[0]);", top)
+        out = SHOTS / f"{stem}_t{i:02d}.png"
+        driver.get_screenshot_as_file(str(out))
+        tiles.append(out)
+    driver.execute_script("window.scrollTo(0, 0);")
     driver.set_window_size(1280, 1000)
-    return out
+    return tiles
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,8 +137,8 @@ def _ids(url: str) -> frozenset[str]:
 @pytest.mark.parametrize("page", PAGES)
 def test_page(page, driver, base_url):
     _open(driver, f"{base_url}/{page}")
-    shot = _screenshot(driver, page)
-    assert shot.stat().st_size > 10_000, f"{page}: the screenshot looks empty"
+    shots = _screenshot(driver, page)
+    assert shots[0].stat().st_size > 10_000, f"{page}: the screenshot looks empty"
 
     images = driver.execute_script(
         "return [...document.querySelectorAll('article img')]"
@@ -202,6 +214,55 @@ def test_page(page, driver, base_url):
         if fragment and target.endswith(".html"):
             frag = urllib.parse.unquote(fragment)
             assert frag in _ids(target), f"{page}: link to a missing anchor {link}"
+
+
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+CJK_FONT = re.compile(r"CJK|Han|Hei|Song|Ming|WenQuanYi|Droid Sans Fallback", re.I)
+CJK_PAGES = [
+    p for p in PAGES if CJK.search(re.sub(r"<[^>]+>", "", (HTML / p).read_text()))
+]
+
+
+@pytest.mark.parametrize("page", CJK_PAGES)
+def test_chinese_text_is_drawn_in_a_cjk_font(page, driver, base_url):
+    """Chromium reports the fonts it drew each text node with (DevTools
+    CSS.getPlatformFontsForNode): every element with Chinese characters must use a
+    CJK font. Without one (apt-get install fonts-noto-cjk) they are empty boxes."""
+    _open(driver, f"{base_url}/{page}")
+    n = driver.execute_script(
+        "const re = /[\\u3400-\\u4dbf\\u4e00-\\u9fff]/;"
+        "const w = document.createTreeWalker(document.querySelector('article'),"
+        "  NodeFilter.SHOW_TEXT);"
+        "let k = 0;"
+        "while (w.nextNode()) if (re.test(w.currentNode.nodeValue)) {"
+        "  w.currentNode.parentElement.setAttribute('data-lnbn-cjk', ''); k++; }"
+        "return k;"
+    )
+    assert n, f"{page}: the built HTML has Chinese text, the rendered page none"
+    driver.execute_cdp_cmd("DOM.enable", {})
+    driver.execute_cdp_cmd("CSS.enable", {})
+    try:
+        root = driver.execute_cdp_cmd("DOM.getDocument", {"depth": -1})["root"]
+        nodes = driver.execute_cdp_cmd(
+            "DOM.querySelectorAll",
+            {"nodeId": root["nodeId"], "selector": "[data-lnbn-cjk]"},
+        )["nodeIds"]
+        bad = {}
+        for node in nodes[:40]:
+            used = driver.execute_cdp_cmd(
+                "CSS.getPlatformFontsForNode", {"nodeId": node}
+            )["fonts"]
+            families = sorted({f["familyName"] for f in used})
+            if not any(CJK_FONT.search(f) for f in families):
+                text = driver.execute_cdp_cmd("DOM.getOuterHTML", {"nodeId": node})
+                bad[re.sub(r"<[^>]+>", "", text["outerHTML"])[:40]] = families
+    finally:
+        driver.execute_cdp_cmd("CSS.disable", {})
+        driver.execute_cdp_cmd("DOM.disable", {})
+    assert not bad, (
+        f"{page}: Chinese text drawn without a CJK font (empty boxes; apt-get install "
+        f"fonts-noto-cjk): {bad}"
+    )
 
 
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
