@@ -76,9 +76,9 @@ const article = document.querySelector('.bd-article') || document.body;
 document.querySelectorAll('div.cell').forEach(cell => {
   const out = cell.querySelector('.cell_output');
   if (!out || !cell.querySelector('.cell_input')) return;
-  const kids = [...out.querySelectorAll(':scope > .output, :scope > div')];
+  const kids = [...out.children];
   const onlyFigures = kids.length > 0 && kids.every(k =>
-    k.querySelector('img') && !k.querySelector('pre, table'));
+    (k.matches('img') || k.querySelector('img')) && !k.querySelector('pre, table'));
   if (onlyFigures) cell.classList.add('lnbn-draw-only');
 });
 const toc = document.createElement('nav');

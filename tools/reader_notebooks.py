@@ -391,16 +391,67 @@ def glue_store(nb: dict) -> dict[str, dict]:
     return store
 
 
-def install_source(repo: str, commit: str) -> str:
+# Versions a reader's environment must have, beyond "installed": (module, minimum, the
+# pip requirement that installs a good one, whether to install it or only say so). torch
+# is never replaced (Colab's own build stays); transformers is, for the chapters that
+# build Hugging Face models (the auditor needs 5.x, pyproject.toml's `audit` extra).
+VERSION_CHECKS = {
+    "torch": ("torch", "2.4", "", False),
+    "transformers": ("transformers", "5.0", "transformers>=5.0,<6", True),
+}
+
+_VERSION_CELL = """
+# Versions, not just presence: a too-old package stops here with a clear message or
+# is upgraded (a Hugging Face stack older than the book's is replaced).
+import re
+from importlib.metadata import PackageNotFoundError, version
+
+
+def _older(have, need):
+    def key(v):
+        return tuple(int(x) for x in re.findall(r"\\d+", v)[:2])
+
+    return key(have) < key(need)
+
+
+for _mod, _need, _pip, _install in CHECKS:
+    try:
+        _have = version(_mod)
+    except PackageNotFoundError:
+        continue  # installed later by its own cell where the chapter needs it
+    if _older(_have, _need) and _install:
+        print(f"{_mod} {_have} is older than {_need}: installing {_pip}")
+        %pip install -q "{_pip}"
+    elif _older(_have, _need):
+        raise ImportError(f"this chapter needs {_mod} >= {_need}; found {_have}")
+"""
+
+
+def install_source(repo: str, commit: str, needs: tuple[str, ...] = ()) -> str:
+    """The install cell of a reader copy: the repository and commit filled in, then
+    a version check of ``needs`` (keys of VERSION_CHECKS)."""
     src = nbtool.colab_cell_source()
     src = re.sub(r'^REPO = ""', f'REPO = "{repo}"', src, count=1, flags=re.M)
-    return re.sub(r'^COMMIT = ""', f'COMMIT = "{commit}"', src, count=1, flags=re.M)
+    src = re.sub(r'^COMMIT = ""', f'COMMIT = "{commit}"', src, count=1, flags=re.M)
+    checks = [VERSION_CHECKS[n] for n in ("torch", *needs) if n in VERSION_CHECKS]
+    return src + f"\nCHECKS = {checks!r}" + _VERSION_CELL.rstrip()
+
+
+def needs(nb: dict) -> tuple[str, ...]:
+    """The packages of VERSION_CHECKS a notebook's code imports."""
+    code = "\n".join(
+        "".join(c.get("source", "")) for c in nb["cells"] if c["cell_type"] == "code"
+    )
+    return tuple(
+        n for n in VERSION_CHECKS if re.search(rf"\b(import|from) {n}\b", code)
+    )
 
 
 def reader_copy(
     executed: dict, rewriter: Rewriter, repo: str, commit: str, note: str
 ) -> dict:
     nb = json.loads(json.dumps(executed))
+    required = needs(nb)
     cells = []
     for cell in nb["cells"]:
         src = "".join(cell.get("source", ""))
@@ -410,7 +461,7 @@ def reader_copy(
         elif cell["cell_type"] == "code":
             if nbtool.COLAB_TAG in tags:
                 cell["source"], cell["outputs"], cell["execution_count"] = (
-                    install_source(repo, commit),
+                    install_source(repo, commit, required),
                     [],
                     None,
                 )
@@ -541,7 +592,10 @@ def export(
             f"executed when the book was built ({when}, commit "
             f"`{commit[:12] or 'unknown'}`): the outputs below are that build's. "
             "To run it yourself, run all cells; the first code cell installs the "
-            "book's library `lnbn_utils` if it is missing.*"
+            "book's library `lnbn_utils` if it is missing and checks the versions "
+            "of torch and transformers. After *Run all* the code cells' outputs are "
+            "your run's, but the numbers written into the text stay the build's "
+            "(the text was filled in when the book was built).*"
         )
         nb = reader_copy(executed, rewriter, repo, commit, note)
         problems += rewriter.errors + check(nb, source.name)
@@ -560,6 +614,7 @@ def export(
         f"{repo or 'the book repository'} by `tools/reader_notebooks.py`. "
         "Generated: edits here are overwritten by the next build.\n"
     )
+    _zip_all(written, html / "_downloads" / "lnbn-book-notebooks.zip")
     if colab:
         _point_colab_at_reader_branch(html, cfg)
     if problems:
@@ -568,6 +623,17 @@ def export(
             + "\n  ".join(problems)
         )
     return written
+
+
+def _zip_all(notebooks: list[Path], target: Path) -> None:
+    """All reader notebooks in one zip, served at
+    ``_downloads/lnbn-book-notebooks.zip`` of the built site."""
+    import zipfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for nb in notebooks:
+            zf.write(nb, f"lnbn-book-notebooks/{nb.name}")
 
 
 def _point_colab_at_reader_branch(html: Path, cfg: dict) -> None:
