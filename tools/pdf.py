@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import logging
 import os
 import re
 import shutil
@@ -63,6 +64,7 @@ pre { margin-top: 0; }
 #lnbn-title-page h1 { font-size: 2.2em; border: none; }
 #lnbn-title-page p { font-size: 1.1em; color: #444; }
 #lnbn-toc { break-after: page; }
+#lnbn-toc .lnbn-toc-title { font-size: 1.8em; font-weight: bold; }
 #lnbn-toc ol { list-style: none; padding-left: 0; }
 #lnbn-toc ol ol { padding-left: 1.5em; font-size: 0.95em; }
 #lnbn-toc a { text-decoration: none; color: inherit; }
@@ -83,7 +85,7 @@ document.querySelectorAll('div.cell').forEach(cell => {
 });
 const toc = document.createElement('nav');
 toc.id = 'lnbn-toc';
-toc.innerHTML = '<h1>Contents</h1>';
+toc.innerHTML = '<p class="lnbn-toc-title">Contents</p>';
 const top = document.createElement('ol');
 toc.appendChild(top);
 let current = null;
@@ -340,6 +342,8 @@ def rewrite_outline(path: Path, headings: list[str]) -> None:
     for the contents page."""
     from pypdf import PdfReader, PdfWriter
     from pypdf.generic import Fit
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # Chromium's trailer size
 
     reader = PdfReader(path)
     rows: list[tuple[int, str, int, float | None]] = []

@@ -265,6 +265,28 @@ def test_chinese_text_is_drawn_in_a_cjk_font(page, driver, base_url):
     )
 
 
+@pytest.mark.parametrize("page", sorted(NOTEBOOK_PAGES))
+def test_code_fits_at_desktop_width(page, driver, base_url):
+    """At 1280 px, code formatted to 88 columns fits its box (no sideways scroll), and
+    no table or output is cut off by a box that does not scroll."""
+    _open(driver, f"{base_url}/{page}")
+    wide_code, clipped = driver.execute_script(
+        "const code = [...document.querySelectorAll('div.cell_input pre')]"
+        "  .filter(p => p.scrollWidth > p.clientWidth + 1)"
+        "  .map(p => p.innerText.split('\\n').sort((a, b) => b.length - a.length)[0]);"
+        "const clip = [...document.querySelectorAll('article table')]"
+        "  .filter(t => { for (let e = t; e && e.tagName !== 'ARTICLE';"
+        "    e = e.parentElement) { const s = getComputedStyle(e);"
+        "    if (e.scrollWidth > e.clientWidth + 1 && s.overflowX !== 'auto'"
+        "        && s.overflowX !== 'scroll') return true; } return false; })"
+        "  .map(t => t.innerText.slice(0, 40));"
+        "return [code, clip];"
+    )
+    long = [line for line in wide_code if len(line) <= 88]
+    assert not long, f"{page}: code of <= 88 columns scrolls sideways: {long[:3]}"
+    assert not clipped, f"{page}: tables cut off: {clipped}"
+
+
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 
 
