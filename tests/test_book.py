@@ -158,12 +158,15 @@ def test_site_config_placeholder_and_rewrite(tmp_path):
 
 def test_readme_and_pyproject_links_follow_config():
     readme = (ROOT / "README.md").read_text()
-    repo = site_config.repository_url() or site_config.PLACEHOLDER
-    for nb, _title in site_config.chapters():
-        assert site_config.colab_url(repo, nb) in readme, (
-            f"README lacks the Colab link of {nb}: run site_config.py --readme"
-        )
-    assert f'pip install "git+{repo}"' in readme
+    repo = site_config.repository_url()
+    assert site_config.readme_block() in readme and site_config.install_block() in (
+        readme
+    ), "run python tools/site_config.py --readme"
+    # a visitor never meets a placeholder link
+    assert "unset_owner" not in readme.lower()
+    for nb, _title in site_config.chapters() if repo else []:
+        assert site_config.colab_url(repo, nb) in readme
+    repo = repo or site_config.PLACEHOLDER
     urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
     assert urls == site_config.project_urls(repo), (
         "run python tools/site_config.py --readme"
@@ -357,6 +360,20 @@ def test_workflows_deploy_after_tests_on_node24_actions_with_cpu_torch():
         if "upload-artifact" in s.get("uses", "")
     ]
     assert uploads and uploads[0]["if"] == "failure()"
+    # what the book claims CI runs: a second seed, the browser and Colab checks, with
+    # a CJK font installed; the PDF build installs the font too
+    runs = " ".join(s.get("run", "") for j in test["jobs"].values() for s in j["steps"])
+    for target in (
+        "make test ",
+        "make test-seeds SEEDS=1",
+        "make test-browser",
+        "make test-colab ",
+        "make test-colab-versions",
+        "fonts-noto-cjk",
+    ):
+        assert target in runs, f"test.yml does not run {target!r}"
+    build = " ".join(s.get("run", "") for s in pages["jobs"]["build"]["steps"])
+    assert "fonts-noto-cjk" in build and "make pdf" in build
 
 
 def test_nothing_defaults_to_an_index_this_machine_cannot_reach():

@@ -127,9 +127,21 @@ def chapters() -> list[tuple[str, str]]:
     return out
 
 
+UNPUBLISHED = (
+    "The online book, its PDF, the CI badges and a Colab link per chapter appear "
+    "here once the book is published: the deploy workflow "
+    "(`.github/workflows/pages.yml`) fills them in from the repository's name and "
+    "commits them. Until then, build the book yourself (below)."
+)
+
+
 def readme_block(cfg: dict | None = None) -> str:
+    """README's links: the online book, PDF, badges and Colab links, or, while no
+    repository is configured, a sentence instead of placeholder links."""
     cfg = cfg or config()
-    repo = repository_url(cfg) or PLACEHOLDER
+    repo = repository_url(cfg)
+    if not repo:
+        return UNPUBLISHED
     owner, name = github_parts(repo)
     site = base_url(cfg) or f"https://{owner.lower()}.github.io/{name}/"
     actions = f"{repo}/actions/workflows"
@@ -156,8 +168,13 @@ def readme_block(cfg: dict | None = None) -> str:
 
 
 def install_block(cfg: dict | None = None) -> str:
-    repo = repository_url(cfg or config()) or PLACEHOLDER
-    line = f'pip install "git+{repo}"   # needs torch>=2.4 and matplotlib>=3.7'
+    repo = repository_url(cfg or config())
+    line = (
+        f'pip install "git+{repo}"   # needs torch>=2.4 and matplotlib>=3.7'
+        if repo
+        else "pip install .   # in a clone of this repository; needs torch>=2.4 and "
+        "matplotlib>=3.7"
+    )
     return f"```bash\n{line}\n```"
 
 
