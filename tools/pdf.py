@@ -222,9 +222,16 @@ def single_page(index: Path) -> Path:
     return (index.parent / m.group(1)).resolve() if m else index
 
 
-def print_pdf(index: Path, out: Path, title: str = "", subtitle: str = "") -> dict:
-    """Print the single-page build at ``index`` to ``out``; return counts to check."""
-    site = offline_copy(index.parent, ROOT / "_build" / "pdf" / "site")
+def print_pdf(
+    index: Path,
+    out: Path,
+    title: str = "",
+    subtitle: str = "",
+    work: Path | None = None,
+) -> dict:
+    """Print the single-page build at ``index`` to ``out``; return counts to check.
+    ``work``: where the served copy goes (default _build/pdf/site)."""
+    site = offline_copy(index.parent, work or ROOT / "_build" / "pdf" / "site")
     # Sphinx's single page links _static/ and _images/ from the site root, even when the
     # root document lives in a folder (book/intro.html): print it from the root.
     page = "whole-book.html"

@@ -606,6 +606,15 @@ def export(
         download.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, download)  # what the page's download button serves
         written.append(target)
+    for page in sorted((ROOT / "book").glob("*.md")):
+        # the download button of a text page serves its text with the numbers filled in
+        src = page.read_text()
+        if "{glue" not in src:
+            continue
+        rewriter = Rewriter({}, glue_of, bib, site, f"book/{page.name}", keep_going)
+        text = rewriter.markdown(src)
+        problems += rewriter.errors
+        (html / "_sources" / "book" / page.name).write_text(text)
     if problems and not keep_going:
         raise SystemExit("reader notebooks with problems:\n  " + "\n  ".join(problems))
     (out_dir / "README.md").write_text(
