@@ -217,7 +217,6 @@ def test_page(page, driver, base_url):
 
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
-CJK_FONT = re.compile(r"CJK|Han|Hei|Song|Ming|WenQuanYi|Droid Sans Fallback", re.I)
 CJK_PAGES = [
     p for p in PAGES if CJK.search(re.sub(r"<[^>]+>", "", (HTML / p).read_text()))
 ]
@@ -225,66 +224,17 @@ CJK_PAGES = [
 
 @pytest.mark.parametrize("page", CJK_PAGES)
 def test_chinese_text_is_drawn_in_a_cjk_font(page, driver, base_url):
-    """Chromium reports the fonts it drew each text node with (DevTools
-    CSS.getPlatformFontsForNode): every element with Chinese characters must use a
-    CJK font. Without one (apt-get install fonts-noto-cjk) they are empty boxes."""
+    """Chromium reports the fonts it drew each text node with (tools/pdf.py's
+    cjk_font_problems): every element with Chinese characters must use a CJK font.
+    Without one (apt-get install fonts-noto-cjk) they are empty boxes."""
     _open(driver, f"{base_url}/{page}")
-    n = driver.execute_script(
-        "const re = /[\\u3400-\\u4dbf\\u4e00-\\u9fff]/;"
-        "const w = document.createTreeWalker(document.querySelector('article'),"
-        "  NodeFilter.SHOW_TEXT);"
-        "let k = 0;"
-        "while (w.nextNode()) if (re.test(w.currentNode.nodeValue)) {"
-        "  w.currentNode.parentElement.setAttribute('data-lnbn-cjk', ''); k++; }"
-        "return k;"
-    )
-    assert n, f"{page}: the built HTML has Chinese text, the rendered page none"
-    driver.execute_cdp_cmd("DOM.enable", {})
-    driver.execute_cdp_cmd("CSS.enable", {})
-    try:
-        root = driver.execute_cdp_cmd("DOM.getDocument", {"depth": -1})["root"]
-        nodes = driver.execute_cdp_cmd(
-            "DOM.querySelectorAll",
-            {"nodeId": root["nodeId"], "selector": "[data-lnbn-cjk]"},
-        )["nodeIds"]
-        bad = {}
-        for node in nodes[:40]:
-            used = driver.execute_cdp_cmd(
-                "CSS.getPlatformFontsForNode", {"nodeId": node}
-            )["fonts"]
-            families = sorted({f["familyName"] for f in used})
-            if not any(CJK_FONT.search(f) for f in families):
-                text = driver.execute_cdp_cmd("DOM.getOuterHTML", {"nodeId": node})
-                bad[re.sub(r"<[^>]+>", "", text["outerHTML"])[:40]] = families
-    finally:
-        driver.execute_cdp_cmd("CSS.disable", {})
-        driver.execute_cdp_cmd("DOM.disable", {})
+    text = driver.execute_script("return document.querySelector('article').innerText;")
+    assert CJK.search(text), f"{page}: the built HTML has Chinese text, the page none"
+    bad = pdf.cjk_font_problems(driver)
     assert not bad, (
         f"{page}: Chinese text drawn without a CJK font (empty boxes; apt-get install "
         f"fonts-noto-cjk): {bad}"
     )
-
-
-@pytest.mark.parametrize("page", sorted(NOTEBOOK_PAGES))
-def test_code_fits_at_desktop_width(page, driver, base_url):
-    """At 1280 px, code formatted to 88 columns fits its box (no sideways scroll), and
-    no table or output is cut off by a box that does not scroll."""
-    _open(driver, f"{base_url}/{page}")
-    wide_code, clipped = driver.execute_script(
-        "const code = [...document.querySelectorAll('div.cell_input pre')]"
-        "  .filter(p => p.scrollWidth > p.clientWidth + 1)"
-        "  .map(p => p.innerText.split('\\n').sort((a, b) => b.length - a.length)[0]);"
-        "const clip = [...document.querySelectorAll('article table')]"
-        "  .filter(t => { for (let e = t; e && e.tagName !== 'ARTICLE';"
-        "    e = e.parentElement) { const s = getComputedStyle(e);"
-        "    if (e.scrollWidth > e.clientWidth + 1 && s.overflowX !== 'auto'"
-        "        && s.overflowX !== 'scroll') return true; } return false; })"
-        "  .map(t => t.innerText.slice(0, 40));"
-        "return [code, clip];"
-    )
-    long = [line for line in wide_code if len(line) <= 88]
-    assert not long, f"{page}: code of <= 88 columns scrolls sideways: {long[:3]}"
-    assert not clipped, f"{page}: tables cut off: {clipped}"
 
 
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
