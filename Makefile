@@ -9,7 +9,7 @@ JOBS   ?= 2
 # (otherwise torch==2.13.0 resolves to the ~3.7 GB CUDA build on Linux).
 PIP_EXTRA ?=
 
-.PHONY: setup book test test-lib test-notebooks test-seeds lint test-build test-browser test-colab bench clean
+.PHONY: setup book test test-lib test-notebooks test-seeds seed-sweep lint test-build test-browser test-colab bench clean
 
 setup: $(STAMP)
 
@@ -46,7 +46,11 @@ lint-workflows: setup
 	$(BIN)/python -m pip install --quiet -r requirements-lint.txt
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
-test: setup test-lib test-notebooks test-build
+# One execution of every notebook per base seed: tools/prefill_cache.py executes them (both
+# cores) into the build's cache, and that execution is the test (a failing assert prints its
+# cell's traceback and stops make); the strict build and the reader notebooks read the cache.
+# nbval executes every notebook too, in CI's second-seed pass (test-seeds).
+test: setup test-lib test-build
 
 # The formatter gate (ruff.toml: 88 columns): the library, tests, tools, benchmarks and the
 # notebooks' code cells.
@@ -74,9 +78,18 @@ test-seeds: setup
 	    -n $(JOBS) book --durations=0 || exit 1; \
 	done
 
-# tools/prefill_cache.py executes the notebooks into the build's cache on both cores first.
+# The seed sweep (a maintainer's command, not part of `make test`): every notebook, or NB=<stem>
+# ..., at each base seed in SEEDS; merges into book/data/seed_sweep/<stem>.json, which the
+# evidence ledger reads ("held at k of n base seeds"). About 10x a page's run time per 10 seeds.
+NB ?=
+seed-sweep: setup
+	$(BIN)/python tools/seed_sweep.py --seeds "$(SEEDS)" $(if $(NB),--nb $(NB)) --jobs $(JOBS)
+
+# tools/prefill_cache.py executes the notebooks into the build's cache on both cores first
+# (timing findings strict), prints per-notebook times against the page budgets, and stops
+# on a failing notebook with its traceback.
 test-build: setup
-	$(BIN)/python tools/prefill_cache.py
+	LNBN_STRICT_TIMING=1 $(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JB = Path(sys.executable).with_name("jupyter-book")
 
 FINDING = """import lnbn_utils as lu
-lu.finding("tiny_gap", claim=1, statement="A tiny gap is positive", value=0.5,
+lu.finding("ch1_tiny_gap", claim=1, statement="A tiny gap is positive", value=0.5,
            ci=(0.2, 0.8), control=0.0, control_label="LayerNorm", expect=">",
            threshold=0.1, unit="nats", shape="B=4, T=8", ci_source="5 seeds")"""
 
@@ -46,9 +46,10 @@ def _build(tmp_path: Path, *sources: str) -> subprocess.CompletedProcess:
     (tmp_path / "intro.md").write_text("# Intro\n")
     (tmp_path / "chapter.ipynb").write_text(_notebook(*sources))
     (tmp_path / "evidence.md").write_text(
-        "# Ledger\n\n```{evidence-summary}\n:keys: tiny_gap\n:alt: A bar chart\n"
+        "# Ledger\n\n```{evidence-summary}\n:keys: ch1_tiny_gap\n:alt: A bar chart\n"
         "The gap and its control.\n```\n\n```{evidence-ledger}\n```\n\n"
-        "Gap: {glue:text}`chapter.ipynb::tiny_gap_ci:s`.\n"
+        "```{seed-sweep-table}\n```\n\n"
+        "Gap: {glue:text}`chapter.ipynb::ch1_tiny_gap_ci:s`.\n"
     )
     cmd = [str(JB), "build", str(tmp_path), "-W", "--keep-going"]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
@@ -65,6 +66,7 @@ def test_the_ledger_lists_a_finding_with_its_interval_and_a_link(tmp_path):
     assert ">0.5 [0.2, 0.8]</span>." in html  # an interval glues without quotes
     assert 'alt="A bar chart"' in html and "The gap and its control." in html
     assert (tmp_path / "_build/html/_images/evidence_summary.png").stat().st_size > 1000
+    assert "sweep-table" in html and "no sweep" in html  # the per-page table
 
 
 @pytest.mark.skipif(not JB.exists(), reason="jupyter-book not installed")

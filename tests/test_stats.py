@@ -71,3 +71,48 @@ def test_fmt_ci():
 def test_bad_input(call, err):
     with pytest.raises(err):
         call()
+
+
+@pytest.mark.parametrize(
+    "n, t", [(31, 2.0423), (33, 2.0369), (41, 2.0211), (121, 1.9799)]
+)
+def test_t_interval_uses_student_t_beyond_the_table(n, t):
+    x = torch.arange(n, dtype=torch.float64)
+    iv = lu.t_interval(x)
+    half = t * float(x.std()) / n**0.5
+    assert iv.hi - iv.value == pytest.approx(half, rel=2e-4)
+    assert iv.n == n and "n=" in iv.source
+
+
+@pytest.mark.parametrize("seed", [None, 1.5, -1, True])
+def test_bootstrap_refuses_a_bad_seed(seed):
+    with pytest.raises(TypeError, match="seed"):
+        lu.bootstrap_ci([1.0, 2.0, 3.0], seed=seed)
+
+
+def test_bootstrap_accepts_an_integer_statistic():
+    lo, hi = lu.bootstrap_ci([1.0, 2.0, 3.0, 4.0], stat=lambda r: (r > 2).sum(-1))
+    assert 0 <= lo <= hi <= 4
+    iv = lu.bootstrap_interval([1.0, 2.0, 3.0, 4.0], stat=lambda r: (r > 2).sum(-1))
+    assert iv.value == 2
+
+
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [
+        (0, 10, 0.0, 0.3085),
+        (3, 10, 0.0667, 0.6525),
+        (10, 10, 0.6915, 1.0),
+        (5, 20, 0.0866, 0.4910),
+    ],
+)
+def test_clopper_pearson_matches_the_exact_interval(k, n, lo, hi):
+    iv = lu.clopper_pearson_interval(k, n)
+    assert iv.value == k / n
+    assert (iv.lo, iv.hi) == (pytest.approx(lo, abs=1e-4), pytest.approx(hi, abs=1e-4))
+
+
+@pytest.mark.parametrize("k, n", [(3, 2), (-1, 5), (0, 0), (1.0, 5), (True, 5)])
+def test_clopper_pearson_refuses_bad_counts(k, n):
+    with pytest.raises((TypeError, ValueError)):
+        lu.clopper_pearson_interval(k, n)
