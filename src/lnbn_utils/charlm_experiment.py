@@ -1,10 +1,11 @@
-"""The character-level language-model experiments of chapters 3 and 5.
+"""The character-level language-model experiments of chapter 3 (chapter 5 uses its
+``StabilitySetup``, ``token_losses`` and ``unigram_token_losses`` in its own loop).
 
 Experiments, not tools: each function here trains models and is shown in the chapter
 that reports its numbers. ``probes.py`` holds the measurements they use (TID).
 
 * ``train_char_lm``: one char-LM run whose normalization batch is (batch_size,
-  block_size); the unit of chapter 3's group-size experiment and of chapter 5.
+  block_size); the unit of chapter 3's group-size experiment.
 * ``token_losses``: per-token validation losses in train or eval mode, for paired
   comparisons over evaluation sequences and for reading off single positions.
 * ``stability_run`` / ``stability_sweep``: the stability regime, a deeper model at
@@ -414,10 +415,11 @@ class StabilityResult:
     ``val_loss`` is the eval-mode validation loss in nats/char over real tokens (inf
     when training became non-finite); ``diverged``: training became non-finite or
     ended worse than the uniform prediction it starts from (log V nats/char), an
-    instability; ``slow``: did not diverge but ended no better than ``baseline``, the
-    character-frequency (unigram) loss on the same validation tokens, slow learning;
-    ``failed``: either. ``max_grad_norm`` is the largest gradient norm of the run;
-    ``blew_up``: it exceeded ``GRAD_BLOWUP``; ``unstable``: diverged or blew up.
+    instability; ``failed``: diverged, or ended no better than ``baseline``, the
+    character-frequency (unigram) loss on the same validation tokens.
+    ``max_grad_norm`` is the largest gradient norm of the run; ``blew_up``: it
+    exceeded ``GRAD_BLOWUP``; ``unstable``: diverged or blew up; ``slow``: failed
+    without being unstable (slow learning, not instability).
     """
 
     norm: str
@@ -432,7 +434,7 @@ class StabilityResult:
 
     @property
     def slow(self) -> bool:
-        return self.failed and not self.diverged
+        return self.failed and not self.unstable
 
     @property
     def max_grad_norm(self) -> float:
