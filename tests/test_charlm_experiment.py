@@ -266,3 +266,36 @@ def test_stability_sweep_keys_and_reproducibility(corpus):
     assert again.val_loss == res["none", 1e-3, 1].val_loss
     with pytest.raises(ValueError, match="non-empty"):
         lu.stability_sweep(corpus, [], [1e-3], [0], TINY)
+
+
+def test_line_batch_pads_natural_lines(corpus):
+    g = torch.Generator().manual_seed(0)
+    x, y, pad = lu.line_batch(corpus, "val", 6, g, (8, 32))
+    lengths = (~pad).sum(1)
+    assert x.shape == y.shape == pad.shape and int(lengths.max()) == x.shape[1]
+    assert bool((lengths >= 8).all() and (lengths <= 32).all())
+    nl = corpus.stoi["\n"]
+    for b, n in enumerate(lengths.tolist()):  # each line ends by predicting its newline
+        assert y[b, n - 1] == nl and bool((y[b, n:] == -100).all())
+        assert torch.equal(x[b, 1:n], y[b, : n - 1])
+    with pytest.raises(ValueError, match="split"):
+        lu.line_batch(corpus, "test", 2, g)
+
+
+def test_stability_run_on_padded_lines_and_final_norm(corpus):
+    torch.set_num_threads(1)
+    pad = lu.StabilitySetup(
+        n_layer=2, steps=4, warmup_steps=2, n_val_batches=2, block_size=16,
+        lengths=(8, 16), final_norm="layer",
+    )  # fmt: skip
+    r = lu.stability_run(corpus, "none", 3e-3, seed=0, setup=pad)
+    assert math.isfinite(r.val_loss) and len(r.grad_norm) == 4 and r.slow
+    assert r.max_grad_norm == max(r.grad_norm) and not r.blew_up
+    with pytest.raises(ValueError, match="lengths"):
+        lu.StabilitySetup(block_size=16, lengths=(8, 32))
+    with pytest.raises(ValueError, match="final_norm"):
+        lu.build_char_lm(10, 8, "none", norm_position="post", final_norm="layer")
+    m = lu.build_char_lm(10, 8, "none", final_norm="layer")
+    assert isinstance(m.norm_f, lu.LayerNorm) and isinstance(
+        m.blocks[0].norm1, lu.NoNorm
+    )

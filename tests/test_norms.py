@@ -429,11 +429,12 @@ def test_momentum_zero_and_one():
 
 def masked_reference(x, mask, weight, bias, eps=1e-5):
     """Masked BN in plain autograd ops: BN over the real tokens; pad outputs are the
-    bias as a constant (pads take no part: no value in, no gradient out)."""
+    bias (pads take no part: no value in, no gradient to x or the weight; the bias
+    gets the gradient of every output that equals it)."""
     real = x[~mask]  # (N, C)
     mean, var = real.mean(0), real.var(0, unbiased=False)
     y = (x - mean) * torch.rsqrt(var + eps) * weight + bias
-    return torch.where(mask.unsqueeze(-1), bias.detach().expand_as(y), y)
+    return torch.where(mask.unsqueeze(-1), bias.expand_as(y), y)
 
 
 @settings(max_examples=30, deadline=None)
@@ -669,3 +670,57 @@ def test_an_eval_output_can_be_differentiated_after_a_training_step(kind):
     norm.train()(x, mask)  # updates running_mean / running_var in place
     (grad,) = torch.autograd.grad(y_eval.sum(), x)
     assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("pad_share", [0.0, 0.22, 0.5, 0.95])
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (1e3, 1e4), (1e-3, 5.0)])
+def test_masked_bn_is_exact_against_float64_at_any_pad_share_and_scale(
+    pad_share, scale, shift
+):
+    g = torch.Generator().manual_seed(0)
+    B, T = 8, 64
+    mask = torch.rand(B, T, generator=g) < pad_share
+    mask[:, 0] = False  # at least B real tokens
+    x = torch.randn(B, T, C, generator=g) * scale + shift
+    y = lu.MaskedBatchNorm(C)(x, mask).detach()
+    real = x[~mask].double()  # the same float32 inputs, in float64
+    ref = (real - real.mean(0)) / torch.sqrt(real.var(0, unbiased=False) + 1e-5)
+    assert float((y[~mask].double() - ref).abs().max()) <= 1e-6
+
+
+def test_masked_bn_real_tokens_are_the_same_bits_with_or_without_pads():
+    lengths = torch.tensor([5, 9, 2, 7])
+    x = randn(4, 9, C) * 3 + 1
+    x[lu.lengths_to_padding_mask(lengths, 9)] = float("nan")  # pads hold garbage
+    mask = lu.lengths_to_padding_mask(lengths, 9)
+    padded = lu.MaskedBatchNorm(C)(x, mask)[~mask]  # (n, C)
+    packed = x[~mask].unsqueeze(0)  # (1, n, C): the same tokens, no pads
+    alone = lu.MaskedBatchNorm(C)(packed).squeeze(0)
+    no_pads = lu.MaskedBatchNorm(C)(
+        packed, torch.zeros(1, len(alone), dtype=torch.bool)
+    )
+    assert torch.equal(padded, alone) and torch.equal(alone, no_pads.squeeze(0))
+
+
+def test_masked_bn_gradients_pass_gradcheck_over_every_output_pads_included():
+    mask = lu.lengths_to_padding_mask(torch.tensor([3, 1, 4]), 4)
+    norm = lu.MaskedBatchNorm(5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-1, 1)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w, b):
+        return torch.func.functional_call(norm, {"weight": w, "bias": b}, (x, mask))
+
+    w = norm.weight.detach().clone().requires_grad_()
+    b = norm.bias.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_masked_bn_accepts_a_non_contiguous_mask():
+    mask = lu.lengths_to_padding_mask(torch.tensor([3, 5, 2]), 6).t().contiguous().t()
+    assert not mask.is_contiguous()
+    x = randn(3, 6, C)
+    torch.testing.assert_close(
+        lu.MaskedBatchNorm(C)(x, mask), lu.MaskedBatchNorm(C)(x, mask.contiguous())
+    )

@@ -20,6 +20,7 @@ from . import (  # noqa: F401
     parallel_experiment,
     plotting,
     probes,
+    recalibrate,
     repaired_norms,
     repro,
     stats,
@@ -41,6 +42,7 @@ from .norms import *  # noqa: F401,F403
 from .parallel_experiment import *  # noqa: F401,F403
 from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
+from .recalibrate import *  # noqa: F401,F403
 from .repaired_norms import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403

@@ -1,14 +1,17 @@
-"""The character-level language-model experiments of chapters 3 and 5.
+"""The character-level language-model experiments of chapter 3 (chapter 5 uses its
+``StabilitySetup``, ``token_losses`` and ``unigram_token_losses`` in its own loop).
 
 Experiments, not tools: each function here trains models and is shown in the chapter
 that reports its numbers. ``probes.py`` holds the measurements they use (TID).
 
 * ``train_char_lm``: one char-LM run whose normalization batch is (batch_size,
-  block_size); the unit of chapter 3's group-size experiment and of chapter 5.
+  block_size); the unit of chapter 3's group-size experiment.
 * ``token_losses``: per-token validation losses in train or eval mode, for paired
   comparisons over evaluation sequences and for reading off single positions.
 * ``stability_run`` / ``stability_sweep``: the stability regime, a deeper model at
-  learning rates where "no norm" diverges, swept over learning rate x seed.
+  learning rates where "no norm" diverges, swept over learning rate x seed, on
+  fixed-length windows or on padded natural lines of variable length
+  (``line_batch``).
 * ``GhostBatchNorm`` and ``PositionBatchNorm``: BN over smaller groups of the same
   batch (one knob at a time), and a BN whose statistics contain no future token.
 """
@@ -36,7 +39,7 @@ from .norms import (
 )
 from .probes import TIDRecorder
 from .repro import seed_everything
-from .train import History, train
+from .train import History, lm_loss, train
 
 __all__ = [
     "GhostBatchNorm",
@@ -46,6 +49,9 @@ __all__ = [
     "train_char_lm",
     "token_losses",
     "unigram_token_losses",
+    "line_batch",
+    "padded_lm_loss",
+    "GRAD_BLOWUP",
     "StabilitySetup",
     "StabilityResult",
     "stability_run",
@@ -198,12 +204,19 @@ def build_char_lm(
     n_embd: int = 32,
     norm_position: str = "pre",
     norm_kwargs: Optional[dict] = None,
+    final_norm: Optional[str] = None,
 ) -> TinyTransformer:
     """A ``TinyTransformer`` LM whose norms are ``make_norm(norm, C, **norm_kwargs)``.
 
     Norm layers draw no random numbers, so for a given torch seed the weights do not
-    depend on ``norm`` (every norm starts from the same model).
+    depend on ``norm`` (every norm starts from the same model). ``final_norm``, if
+    given, replaces the norm before the head of a pre-norm model (e.g. norm="none",
+    final_norm="layer": a single LayerNorm, none in the blocks).
     """
+    if final_norm is not None and norm_position != "pre":
+        raise ValueError(
+            f"expected final_norm only with norm_position='pre', got {norm_position!r}"
+        )
     cfg = TransformerConfig(
         vocab_size=vocab_size,
         block_size=block_size,
@@ -220,6 +233,8 @@ def build_char_lm(
             block.norm2 = make_norm(norm, n_embd, **norm_kwargs)
         if norm_position == "pre":
             model.norm_f = make_norm(norm, n_embd, **norm_kwargs)
+    if final_norm is not None:
+        model.norm_f = make_norm(final_norm, n_embd)
     return model
 
 
@@ -373,17 +388,38 @@ class StabilitySetup:
     warmup_steps: int = 10
     n_val_batches: int = 16  # 2,048 validation tokens, eval mode
     norm_position: str = "pre"
+    final_norm: Optional[str] = None  # e.g. "layer" with norm "none": final LN only
+    # None: windows of block_size characters; (lo, hi): natural lines of lo..hi
+    # characters, padded to the longest of the batch (block_size must be >= hi)
+    lengths: Optional[tuple[int, int]] = None
+
+    def __post_init__(self) -> None:
+        if self.lengths is not None:
+            lo, hi = self.lengths
+            if not 2 <= lo <= hi <= self.block_size:
+                raise ValueError(
+                    "expected lengths (lo, hi) with 2 <= lo <= hi <= block_size="
+                    f"{self.block_size}, got {self.lengths}"
+                )
+
+
+# A gradient-norm blow-up: three orders of magnitude above the gradient norm of these
+# models at initialization (about 0.2-4), set from that scale, not from the runs.
+GRAD_BLOWUP = 1e3
 
 
 @dataclass
 class StabilityResult:
     """One run of ``stability_run``.
 
-    ``val_loss`` is the eval-mode validation loss in nats/char (inf when training
-    became non-finite); ``diverged``: training became non-finite or ended worse than
-    the uniform prediction it starts from (log V nats/char); ``failed``: diverged,
-    or ended no better than ``baseline``, the character-frequency (unigram) loss on the
-    same validation windows.
+    ``val_loss`` is the eval-mode validation loss in nats/char over real tokens (inf
+    when training became non-finite); ``diverged``: training became non-finite or
+    ended worse than the uniform prediction it starts from (log V nats/char), an
+    instability; ``failed``: diverged, or ended no better than ``baseline``, the
+    character-frequency (unigram) loss on the same validation tokens.
+    ``max_grad_norm`` is the largest gradient norm of the run; ``blew_up``: it
+    exceeded ``GRAD_BLOWUP``; ``unstable``: diverged or blew up; ``slow``: failed
+    without being unstable (slow learning, not instability).
     """
 
     norm: str
@@ -394,14 +430,115 @@ class StabilityResult:
     failed: bool
     baseline: float
     train_loss: list[float] = field(repr=False, default_factory=list)
+    grad_norm: list[float] = field(repr=False, default_factory=list)
+
+    @property
+    def slow(self) -> bool:
+        return self.failed and not self.unstable
+
+    @property
+    def max_grad_norm(self) -> float:
+        return max(self.grad_norm, default=math.nan)
+
+    @property
+    def blew_up(self) -> bool:
+        return not self.max_grad_norm <= GRAD_BLOWUP
+
+    @property
+    def unstable(self) -> bool:
+        return self.diverged or self.blew_up
+
+
+_LINES: dict[tuple[int, str, int, int], list[torch.Tensor]] = {}
+
+
+def _lines(corpus: CharCorpus, split: str, lo: int, hi: int) -> list[torch.Tensor]:
+    """The split's lines of lo..hi characters, each with its newline appended."""
+    key = (id(corpus), split, lo, hi)
+    if key not in _LINES:
+        data = corpus.train if split == "train" else corpus.val
+        nl = corpus.stoi.get("\n")
+        if nl is None:
+            raise ValueError("expected a corpus with newlines to split into lines")
+        ends = (data == nl).nonzero().flatten().tolist()
+        starts = [0] + [e + 1 for e in ends[:-1]]
+        lines = [data[a : e + 1] for a, e in zip(starts, ends) if lo <= e - a <= hi]
+        if not lines:
+            raise ValueError(f"expected lines of {lo}..{hi} characters, found none")
+        _LINES[key] = lines
+    return _LINES[key]
+
+
+def line_batch(
+    corpus: CharCorpus,
+    split: str,
+    batch_size: int,
+    generator: torch.Generator,
+    lengths: tuple[int, int] = (8, 32),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``batch_size`` random natural lines of lengths[0]..lengths[1] characters, padded.
+
+    Each line predicts its next character, the last one its newline. Lines are padded
+    at the end to the longest of the batch: inputs with token 0, targets with -100
+    (ignored by the loss), and the padding mask is True there.
+
+    Shape: -> inputs (B, L), targets (B, L), padding_mask (B, L), L = longest line.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"expected split 'train' or 'val', got {split!r}")
+    if batch_size < 1:
+        raise ValueError(f"expected batch_size >= 1, got {batch_size}")
+    lines = _lines(corpus, split, *lengths)
+    pick = torch.randint(len(lines), (batch_size,), generator=generator).tolist()
+    seqs = [lines[i] for i in pick]  # each (L_i + 1,): the line and its newline
+    L = max(len(q) for q in seqs) - 1
+    x = torch.zeros(batch_size, L, dtype=torch.long)
+    y = torch.full((batch_size, L), -100, dtype=torch.long)
+    for b, q in enumerate(seqs):
+        x[b, : len(q) - 1], y[b, : len(q) - 1] = q[:-1], q[1:]
+    return x, y, y < 0
+
+
+def padded_lm_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Next-character cross-entropy over the real tokens of a ``line_batch``."""
+    x, y, pad = batch
+    logits = model(x, pad)  # (B, L, V)
+    return F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-100)
+
+
+def _stability_batch(
+    corpus: CharCorpus, split: str, s: StabilitySetup, g: torch.Generator
+) -> tuple:
+    if s.lengths is None:
+        return corpus.batch(split, s.batch_size, s.block_size, g)
+    return line_batch(corpus, split, s.batch_size, g, s.lengths)
 
 
 def _stability_val(corpus: CharCorpus, s: StabilitySetup) -> list:
     g_val = torch.Generator().manual_seed(20_240_601)  # the same windows for every run
-    return [
-        corpus.batch("val", s.batch_size, s.block_size, g_val)
-        for _ in range(s.n_val_batches)
-    ]
+    return [_stability_batch(corpus, "val", s, g_val) for _ in range(s.n_val_batches)]
+
+
+@torch.no_grad()
+def _mean_val_loss(model: nn.Module, val: list) -> float:
+    """Eval-mode loss (nats/char) averaged over every real validation token."""
+    model.eval()
+    total, n = 0.0, 0
+    for batch in val:
+        x, y = batch[0], batch[1]
+        logits = model(x, batch[2]) if len(batch) == 3 else model(x)
+        nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="sum")
+        total, n = total + float(nll), n + int((y >= 0).sum())
+    return total / n
+
+
+def _unigram_val(corpus: CharCorpus, val: list) -> float:
+    counts = torch.bincount(corpus.train, minlength=corpus.vocab_size).float() + 1
+    nll = -(counts / counts.sum()).log()  # (V,)
+    ys = torch.cat([b[1].flatten() for b in val])
+    return float(nll[ys[ys >= 0]].mean())
 
 
 def stability_run(
@@ -414,18 +551,20 @@ def stability_run(
 ) -> StabilityResult:
     """Train one ``StabilitySetup`` model with ``norm`` at learning rate ``lr``.
 
-    The validation windows are the same for every norm, learning rate and seed (drawn
+    The validation batches are the same for every norm, learning rate and seed (drawn
     from a fixed generator), so results can be paired. ``baseline`` is the loss a run
-    must beat to count as trained (default: the unigram loss on the same windows).
+    must beat to count as trained (default: the unigram loss on the same tokens).
+    With ``setup.lengths`` the model trains on padded natural lines
+    (``line_batch``), the padding mask reaching every norm (which may ignore it).
 
-    Example (the chapter-5 sweep reuses this):
+    Example:
         >>> r = stability_run(CharCorpus(), "layer", 3e-3, seed=0)  # doctest: +SKIP
-        >>> r.val_loss, r.diverged, r.failed  # doctest: +SKIP
+        >>> r.val_loss, r.diverged, r.slow  # doctest: +SKIP
     """
     s = setup
     val = _stability_val(corpus, s)
     if baseline is None:
-        baseline = float(unigram_token_losses(corpus, val).mean())
+        baseline = _unigram_val(corpus, val)
     g = seed_everything(seed)
     model = build_char_lm(
         corpus.vocab_size,
@@ -435,24 +574,27 @@ def stability_run(
         n_head=s.n_head,
         n_embd=s.n_embd,
         norm_position=s.norm_position,
+        final_norm=s.final_norm,
     )
     hist = train(
         model,
-        lambda: corpus.batch("train", s.batch_size, s.block_size, g),
+        lambda: _stability_batch(corpus, "train", s, g),
+        lm_loss if s.lengths is None else padded_lm_loss,
         steps=s.steps,
         lr=lr,
         warmup_steps=s.warmup_steps,
     )
     val_loss = math.inf
     if len(hist.train_loss) == s.steps and math.isfinite(hist.train_loss[-1]):
-        val_loss = float(token_losses(model, val).mean())
+        val_loss = _mean_val_loss(model, val)
     # diverged: non-finite, or ended worse than the uniform guess it started from
     diverged = not val_loss <= math.log(corpus.vocab_size)
     val_loss = val_loss if math.isfinite(val_loss) else math.inf
     failed = diverged or val_loss >= baseline
     return StabilityResult(
-        norm, lr, seed, val_loss, diverged, failed, baseline, hist.train_loss
-    )
+        norm, lr, seed, val_loss, diverged, failed, baseline, hist.train_loss,
+        hist.grad_norm,
+    )  # fmt: skip
 
 
 def stability_sweep(
@@ -468,7 +610,7 @@ def stability_sweep(
             "expected non-empty norms, lrs and seeds, "
             f"got {len(norms)}, {len(lrs)}, {len(seeds)}"
         )
-    baseline = float(unigram_token_losses(corpus, _stability_val(corpus, setup)).mean())
+    baseline = _unigram_val(corpus, _stability_val(corpus, setup))
     return {
         (norm, lr, seed): stability_run(corpus, norm, lr, seed, setup, baseline)
         for norm in norms

@@ -8,7 +8,7 @@ import ctypes.util
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -74,9 +74,11 @@ def saved_tensor_breakdown(
 
     * ``input``: the storage of ``x`` (a transposed view of it included);
     * ``parameters`` / ``buffers``: the storage of a parameter / buffer of ``module``;
-    * ``intermediates``: any other storage at least as large as ``x``'s (full-size
-      tensors that an unfused, plain-ops implementation keeps);
-    * ``statistics``: everything smaller (per-token or per-channel statistics, masks).
+    * ``intermediates``: any other tensor with a value per token and channel (its
+      last dimension is C and it has more than C values: full-size tensors that an
+      unfused implementation keeps, or a copy of the real tokens);
+    * ``statistics``: everything else (per-token or per-channel statistics, masks,
+      indices).
 
     Parameters and buffers live in the module anyway; the first three categories are
     what the layer adds to the memory held between forward and backward.
@@ -99,25 +101,33 @@ def saved_tensor_breakdown(
     buffers = {key(b) for b in module.buffers()}
     x_key, saved = key(x), {}
 
+    C = x.shape[-1]
+
     def pack(t: torch.Tensor) -> torch.Tensor:
-        saved[key(t)] = t.untyped_storage().nbytes()
+        per_value = t.dim() >= 2 and t.shape[-1] == C and t.numel() > C
+        saved[key(t)] = (t.untyped_storage().nbytes(), per_value)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         module(x, *args, **kwargs)
     out = dict.fromkeys(SAVED_CATEGORIES, 0)
-    for k, nbytes in saved.items():
+    for k, (nbytes, per_value) in saved.items():
         if k == x_key:
             out["input"] += nbytes
         elif k in params or k in buffers:
             out["parameters" if k in params else "buffers"] += nbytes
         else:
-            out["intermediates" if nbytes >= x_key[1] else "statistics"] += nbytes
+            out["intermediates" if per_value else "statistics"] += nbytes
     return out
 
 
 def saved_bytes_formula(
-    kind: str, B: int, T: int, C: int, bytes_per_value: int = 4
+    kind: str,
+    B: int,
+    T: int,
+    C: int,
+    bytes_per_value: int = 4,
+    n_real: Optional[int] = None,
 ) -> dict[str, int]:
     """Closed-form ``saved_tensor_breakdown`` of ``make_norm(kind, C)``, training mode.
 
@@ -128,10 +138,11 @@ def saved_bytes_formula(
     * ``"batch"``: input N; statistics 2*C (mean and 1/std per channel); parameters C
       (the weight; the bias is not needed for backward); buffers 2*C (the running
       mean and variance are arguments of the fused kernel, so autograd keeps them).
-    * ``"masked_batch"`` with a padding mask (``lu.MaskedBatchNorm``'s autograd
-      function on the BatchNorm kernel): intermediates N (x with pads replaced by
-      the real mean); statistics 2*C (mean and 1/std) + B*T (real-token weights);
-      parameters C. Without a mask it saves what ``"batch"`` saves.
+    * ``"masked_batch"`` (``lu.MaskedBatchNorm``'s autograd function on the
+      BatchNorm kernel) with ``n_real`` real tokens (default B*T: no pads):
+      intermediates n_real*C (the real tokens, shifted); statistics 2*C (mean and
+      1/std), plus, when there are pads, the int64 indices of the B*T real and pad
+      rows (8*B*T bytes); parameters C.
     * ``"rms"`` (``lu.RMSNorm``; ``nn.RMSNorm`` on the CPU saves the same): input N;
       intermediates N (x / rms, before the weight); statistics B*T (1/rms);
       parameters C.
@@ -144,10 +155,13 @@ def saved_bytes_formula(
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"expected {name} to be a positive int, got {v!r}")
     N, BT, b = B * T * C, B * T, bytes_per_value
+    n = BT if n_real is None else n_real
+    if not isinstance(n, int) or not 2 <= n <= BT:
+        raise ValueError(f"expected n_real an int in 2..B*T={BT}, got {n_real!r}")
     values = {
         "layer": {"input": N, "statistics": 2 * BT, "parameters": 2 * C},
         "batch": {"input": N, "statistics": 2 * C, "parameters": C, "buffers": 2 * C},
-        "masked_batch": {"intermediates": N, "statistics": 2 * C + BT, "parameters": C},
+        "masked_batch": {"intermediates": n * C, "statistics": 2 * C, "parameters": C},
         "rms": {"input": N, "intermediates": N, "statistics": BT, "parameters": C},
         "none": {},
     }
@@ -157,6 +171,8 @@ def saved_bytes_formula(
         )
     out = dict.fromkeys(SAVED_CATEGORIES, 0)
     out.update({k: v * b for k, v in values[kind].items()})
+    if kind == "masked_batch" and n < BT:
+        out["statistics"] += 8 * BT  # int64 indices of the real and the pad rows
     return out
 
 

@@ -249,8 +249,8 @@ class LayerNorm(nn.LayerNorm):
 class RMSNorm(nn.Module):
     """RMSNorm (Zhang & Sennrich, 2019): y = x / sqrt(mean_C(x^2) + eps) * weight.
 
-    No mean subtraction and no bias. Numerically the same as ``nn.RMSNorm`` with the
-    same ``eps``; written out here so the arithmetic is visible. Float16/bfloat16
+    No mean subtraction and no bias. The same as ``nn.RMSNorm`` with the same
+    ``eps`` (``F.rms_norm``; chapter 0 writes it out). Float16/bfloat16
     input to a float32 norm is computed in float32 and returned in its own dtype.
 
     Shape: x (B, T, C) -> (B, T, C).
@@ -269,10 +269,8 @@ class RMSNorm(nn.Module):
     ) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         xf = x.to(self.weight.dtype)  # no copy unless x is float16/bfloat16
-        rms_inv = torch.rsqrt(
-            xf.pow(2).mean(dim=-1, keepdim=True) + self.eps
-        )  # (B, T, 1)
-        return (xf * rms_inv * self.weight).to(x.dtype)
+        # x * rsqrt(mean_C(x^2) + eps) * weight, in PyTorch's fused kernel
+        return F.rms_norm(xf, (self.num_features,), self.weight, self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -322,51 +320,56 @@ class TokenBatchNorm(nn.BatchNorm1d):
 
 
 class _MaskedBatchNorm(torch.autograd.Function):
-    """Training-mode masked BN on the (N, C) token matrix, on PyTorch's fused kernels.
+    """Training-mode masked BN on (N, C) tokens: the fused kernel on the real rows.
 
-    ``real``: (N,) 0/1 weights, n real rows. Every pad row is replaced by the real
-    mean, so it adds nothing to the sum of squared deviations; BatchNorm's kernel on
-    all N rows then finds the real mean and N/n times too small a variance, which is
-    exactly undone by eps * n / N in place of eps and weight * sqrt(n / N) in place
-    of weight. In backward, pad rows of the output gradient are replaced by its real
-    mean, so the kernel's mean over N rows is the real-row mean, and the same scaling
-    makes its correction terms divide by n: the gradient at real tokens is the exact
-    gradient of BN over the real tokens. Pad rows come out as ``bias``, get a zero
-    gradient and give none to the weight or the bias.
+    ``idx`` (n,) lists the real rows (``None``: every row). They are gathered into an
+    (n, C) matrix and shifted by their first row (BN is shift-invariant; the shift keeps
+    float32 exact when |mean| >> std), and PyTorch's fused BatchNorm kernel normalizes
+    them. The real tokens' outputs are therefore the same bits whether or not pads are
+    present, and pads never enter (even inf or NaN). Outputs are scattered back; pad
+    rows are ``bias``, so they pass no gradient to x or the weight and their output
+    gradient goes to the bias. Backward is the kernel's closed-form backward on the
+    real rows. Also returns the real rows' mean and biased variance (no gradient).
     """
 
     @staticmethod
-    def forward(ctx, x, real, n, weight, bias, eps):  # type: ignore[override]
-        N, n_f = x.shape[0], float(n)
-        pad_rows = (real == 0).nonzero().squeeze(1)  # (N - n,)
-        mean = real @ x / n_f  # (C,): pads weigh 0
-        if not bool(torch.isfinite(mean).all()):  # inf/NaN pads: 0 * inf = NaN
-            mean = real @ x.index_fill(0, pad_rows, 0.0) / n_f
-        xm = x.index_put((pad_rows,), mean)  # (N, C): pads -> the real mean
-        c, eps_n = math.sqrt(n_f / N), eps * n_f / N
-        y, bn_mean, bn_invstd = torch.native_batch_norm(
-            xm, weight * c, bias, None, None, True, 0.0, eps_n
+    def forward(ctx, x, idx, pads, weight, bias, eps):  # type: ignore[override]
+        if idx is None:
+            xs = x - x[:1]  # (N, C), shifted by the first row
+        else:
+            xs = x.index_select(0, idx)  # (n, C): the real rows, a new tensor
+            first = xs[0].clone()  # (C,)
+            xs.sub_(first)
+        yr, s_mean, s_invstd = torch.native_batch_norm(
+            xs, weight, bias, None, None, True, 0.0, eps
         )
-        var = ((N / n_f) / bn_invstd.square() - eps).clamp_(min=0.0)  # (C,) biased
-        ctx.save_for_backward(xm, real, weight, bn_mean, bn_invstd)
-        ctx.n, ctx.c, ctx.eps_n = n_f, c, eps_n
+        if idx is None:
+            y = yr
+        else:  # (N, C): real rows -> yr, pad rows -> bias; each row written once
+            y = torch.empty_like(x).index_copy_(0, idx, yr)
+            y.index_copy_(0, pads, bias.expand(len(pads), -1))
+        ctx.save_for_backward(xs, idx, pads, weight, s_mean, s_invstd)
+        ctx.eps = eps
+        mean = s_mean + (x[0] if idx is None else first)  # (C,)
+        var = (s_invstd.pow(-2) - eps).clamp_(min=0.0)  # (C,) biased
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     def backward(ctx, g, _gmean, _gvar):  # type: ignore[override]
-        xm, real, weight, bn_mean, bn_invstd = ctx.saved_tensors
-        pad_rows = (real == 0).nonzero().squeeze(1)
-        dbias = real @ g  # (C,) sum over real rows
-        dx = g.index_put((pad_rows,), dbias / ctx.n)  # pads -> the real mean
-        dw = torch.empty_like(weight)
-        # In place (dx is ours): the kernel reduces over its input before writing.
-        torch.ops.aten.native_batch_norm_backward.out(
-            dx, xm, weight * ctx.c, None, None, bn_mean, bn_invstd, True, ctx.eps_n,
-            [True, True, True], out0=dx, out1=dw, out2=torch.empty_like(weight),
+        xs, idx, pads, weight, s_mean, s_invstd = ctx.saved_tensors
+        gr = g if idx is None else g.index_select(0, idx)  # (n, C)
+        dxr, dw, dbias = torch.ops.aten.native_batch_norm_backward(
+            gr, xs, weight, None, None, s_mean, s_invstd, True, ctx.eps,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[3], True],
         )  # fmt: skip
-        dx.index_put_((pad_rows,), dx.new_zeros(()))  # pads: no gradient
-        return dx, None, None, dw * ctx.c, dbias, None
+        if idx is None:
+            return dxr, None, None, dw, dbias, None
+        dx = None
+        if dxr is not None:  # pads: no gradient
+            dx = torch.empty_like(g).index_copy_(0, idx, dxr).index_fill_(0, pads, 0.0)
+        dbias = dbias + g.index_select(0, pads).sum(0)  # pads' outputs are the bias
+        return dx, None, None, dw, dbias, None
 
 
 class MaskedBatchNorm(nn.Module):
@@ -380,9 +383,11 @@ class MaskedBatchNorm(nn.Module):
     statistics, their outputs are ``bias`` (as if they held the real mean) and they
     pass no gradient back. So outputs, gradients and running statistics at real
     tokens do not depend on how much padding a batch has or on what the pads hold
-    (even inf or NaN). In eval mode pads are normalized like any token. Without a
-    mask it computes exactly ``TokenBatchNorm`` (``nn.BatchNorm1d``'s kernel on the
-    (B*T, C) matrix). Both paths run PyTorch's fused BatchNorm kernels.
+    (even inf or NaN): the real tokens' outputs are the same bits with or without
+    pads. In eval mode pads are normalized like any token. Training runs PyTorch's
+    fused BatchNorm kernel on the real tokens, shifted by the first of them (exact in
+    float32 even when |mean| >> std); without a mask it matches ``TokenBatchNorm`` to
+    float32 rounding.
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
     """
@@ -409,24 +414,19 @@ class MaskedBatchNorm(nn.Module):
         check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         B, T, C = x.shape
         flat = x.reshape(B * T, C)  # channels last: every token a row
-        if not self.training or padding_mask is None:
-            if self.training:
-                _check_enough_tokens(B * T)
-                self.num_batches_tracked.add_(1)
-                rm, rv = self.running_mean, self.running_var  # updated by the kernel
-            else:  # copies: backward keeps them, and a training step may update the
-                rm, rv = self.running_mean.clone(), self.running_var.clone()  # buffers
-            # nn.BatchNorm1d's kernel on the (B*T, C) matrix
-            y = F.batch_norm(
-                flat, rm, rv, self.weight, self.bias, self.training,
-                momentum_factor(self) if self.training else 0.0, self.eps,
-            )  # fmt: skip
+        if not self.training:  # running statistics (copies: a later step may update)
+            rm, rv = self.running_mean.clone(), self.running_var.clone()
+            y = F.batch_norm(flat, rm, rv, self.weight, self.bias, False, 0.0, self.eps)
             return y.view(B, T, C)
         xf = flat.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
-        real, n = real_token_weights(padding_mask, xf.dtype)  # (B, T), ()
+        idx = pads = None
+        if padding_mask is not None and bool(padding_mask.any()):
+            is_pad = padding_mask.reshape(B * T)
+            idx, pads = (~is_pad).nonzero().squeeze(1), is_pad.nonzero().squeeze(1)
+        n = B * T if idx is None else idx.numel()  # real rows
         _check_enough_tokens(n)
         y, mean, var = _MaskedBatchNorm.apply(
-            xf, real.view(B * T), n, self.weight, self.bias, self.eps
+            xf, idx, pads, self.weight, self.bias, self.eps
         )
         update_running_stats(self, mean, var, n)
         return y.to(x.dtype).view(B, T, C)

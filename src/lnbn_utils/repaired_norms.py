@@ -128,7 +128,9 @@ class PowerNorm(nn.Module):
     1. GroupScaling: z0 = ``group_scale(x, groups)``, per token (groups = heads in
        the authors' code).
     2. phi_B = mean of z0^2 over the real tokens, per channel (no centring).
-    3. For the first ``warmup_steps`` updates, normalize with phi_B itself; after
+    3. For the first ``warmup_steps`` updates (the authors' Transformer layer passes
+       the run's learning-rate warm-up, ``args.warmup_updates``; 1000 is only the
+       default of their ``NormSelect``), normalize with phi_B itself; after
        that with the running quadratic mean psi^2 of the previous steps:
        z = z0 / sqrt(psi^2 + eps). During warm-up psi^2 is also a cumulative
        average of phi_B; at every step psi^2 <- a_fwd psi^2 + (1 - a_fwd) phi_B.
@@ -152,7 +154,7 @@ class PowerNorm(nn.Module):
         eps: float = 1e-5,
         alpha_fwd: float = 0.9,
         alpha_bkw: float = 0.9,
-        warmup_steps: int = 1000,  # the authors' fairseq default (warmup_updates)
+        warmup_steps: int = 1000,  # NormSelect's default; see the docstring
         groups: int = 1,
         simplified: bool = False,
     ) -> None:
