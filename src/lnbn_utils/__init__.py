@@ -49,17 +49,21 @@ from .train import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-_AUDIT_NAMES = ("audit", "AuditReport", "CheckResult", "PaddingSpec", "norm_inventory")
+_AUDIT_NAMES = (
+    "audit_model",
+    "assert_audit",
+    "assert_batch_independent",
+    "AuditReport",
+    "CheckResult",
+    "PaddingSpec",
+    "norm_inventory",
+)
 
 
 def __getattr__(name: str):
-    """Import the auditor on first use (so ``python -m lnbn_utils.audit`` runs cleanly).
-
-    ``lu.audit`` is the module, and calling it runs ``lu.audit.audit``.
-    """
+    """Import the auditor on first use (``lu.audit_model``, ``lu.assert_audit``)."""
     if name in _AUDIT_NAMES:
         import importlib
 
-        mod = importlib.import_module(".audit", __name__)
-        return mod if name == "audit" else getattr(mod, name)
+        return getattr(importlib.import_module(".audit", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
