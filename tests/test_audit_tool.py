@@ -307,3 +307,24 @@ def test_json_is_reproducible(capsys):
         assert A.main(argv) == 0
         runs.append(capsys.readouterr().out)
     assert runs[0] == runs[1]
+
+
+def test_chapter_6_shows_only_examples_that_the_tests_run():
+    from pathlib import Path
+
+    import lnbn_audit
+
+    nb = json.loads(
+        Path(__file__)
+        .parents[1]
+        .joinpath("book", "06_audit_your_model.ipynb")
+        .read_text()
+    )
+    shown = [
+        line.strip()
+        for c in nb["cells"]
+        if c["cell_type"] == "markdown"
+        for line in "".join(c["source"]).splitlines()
+        if line.strip().startswith("lnbn-audit ")
+    ]
+    assert shown and set(shown) <= set(lnbn_audit.EXAMPLES), shown
