@@ -50,6 +50,7 @@ from .train import *  # noqa: F401,F403
 __version__ = "0.1.0"
 
 _AUDIT_NAMES = (
+    "audit",  # the subpackage (``lu.audit.main`` is the command line)
     "audit_model",
     "assert_audit",
     "assert_batch_independent",
@@ -65,5 +66,6 @@ def __getattr__(name: str):
     if name in _AUDIT_NAMES:
         import importlib
 
-        return getattr(importlib.import_module(".audit", __name__), name)
+        mod = importlib.import_module(".audit", __name__)
+        return mod if name == "audit" else getattr(mod, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
