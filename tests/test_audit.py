@@ -70,7 +70,9 @@ def test_masked_batchnorm_is_pad_invariant_and_naive_batchnorm_is_not():
     masked = lu.audit_model(
         tiny("masked_batch"), {"idx": ids()}, padding=PAD, properties=["padding"]
     )
-    naive = lu.audit_model(tiny("batch"), {"idx": ids()}, padding=PAD, properties=["padding"])
+    naive = lu.audit_model(
+        tiny("batch"), {"idx": ids()}, padding=PAD, properties=["padding"]
+    )
     for prop in ("padding:length", "padding:values"):
         assert masked.get(prop, "train").holds, masked.get(prop, "train")
         assert not naive.get(prop, "train").holds, naive.get(prop, "train")
@@ -144,9 +146,9 @@ def test_mirror_model_fails():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + x.flip(0)
 
-    c = lu.audit_model(Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]).get(
-        "batch", "eval"
-    )
+    c = lu.audit_model(
+        Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]
+    ).get("batch", "eval")
     assert not c.holds and c.change > 0.1, c
 
 
@@ -166,7 +168,9 @@ def test_float64_model_tiny_coupling_fails_and_float32_label_is_honest():
         ).get("batch", "eval")
         assert c32.holds, c32
         noise = c32.change <= 10 * c32.floor
-        assert c32.verdict == ("holds (within 10x floor)" if noise else "holds (below rtol)")
+        assert c32.verdict == (
+            "holds (within 10x floor)" if noise else "holds (below rtol)"
+        )
     big = lu.audit_model(Mix(1e-5, "mean"), x, properties=["batch"], rtol=1e-4)
     assert big.get("batch", "eval").verdict == "holds (below rtol)", big.checks
 
@@ -193,7 +197,9 @@ def test_random_layers_besides_dropout():
     rrelu = nn.Sequential(nn.Linear(8, 8), nn.RReLU(), nn.Linear(8, 8))
     c = lu.audit_model(rrelu, x, properties=["batch"]).get("batch", "train")
     assert "random beyond dropout" in c.note, c
-    assert lu.audit_model(rrelu, x, properties=["batch"]).get("batch", "eval").change == 0
+    assert (
+        lu.audit_model(rrelu, x, properties=["batch"]).get("batch", "eval").change == 0
+    )
 
 
 def test_per_example_norms_and_huge_batch_norm():
@@ -486,7 +492,9 @@ def test_an_example_batch_with_its_own_padding():
     model = tiny("masked_batch", causal=False)
     kw = dict(padding=PAD, properties=["padding"])
     masked = lu.audit_model(model, {"idx": x, "padding_mask": own}, **kw)
-    naive = lu.audit_model(tiny("batch", causal=False), {"idx": x, "padding_mask": own}, **kw)
+    naive = lu.audit_model(
+        tiny("batch", causal=False), {"idx": x, "padding_mask": own}, **kw
+    )
     for prop in ("padding:length", "padding:values"):
         assert masked.get(prop, "train").holds, masked.get(prop, "train")
         assert not naive.get(prop, "train").holds, naive.get(prop, "train")
@@ -592,7 +600,7 @@ def test_coupling_into_the_last_example_only_is_found():
             y[-1] = y[-1] + x[:-1].mean(0)
             return y
 
-    c = lu.audit_model(LastSeesAll(), torch.randn(4, 8), properties=["batch"], trials=2).get(
-        "batch", "eval"
-    )
+    c = lu.audit_model(
+        LastSeesAll(), torch.randn(4, 8), properties=["batch"], trials=2
+    ).get("batch", "eval")
     assert not c.holds, c
