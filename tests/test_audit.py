@@ -1,9 +1,9 @@
 """The auditor against models with known answers: the book's norms and tiny models."""
 
 import json
-import types
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
