@@ -68,7 +68,7 @@ def evaluating(model: nn.Module, mode: "str | bool" = "eval") -> Iterator[nn.Mod
     if isinstance(mode, bool):  # evaluating(model, mode=True) is train mode
         mode = "train" if mode else "eval"
     if mode not in ("train", "eval"):
-        raise ValueError(f"expected mode 'train', 'eval' or a bool, got {mode!r}")
+        raise ValueError(f"expected mode 'train' or 'eval' (or a bool), got {mode!r}")
     flags = {m: m.training for m in model.modules()}
     saved = [b.detach().clone() for b in model.buffers()]
     model.train(mode == "train")
