@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,15 @@ def ids(B: int = 4, T: int = 12) -> torch.Tensor:
     return torch.randint(1, 16, (B, T), generator=torch.Generator().manual_seed(1))
 
 
-def test_lu_audit_is_callable_module_and_function():
-    assert lu.audit.audit is A.audit and lu.PaddingSpec is A.PaddingSpec
-    report = lu.audit(tiny("layer"), ids(), trials=1)
+def test_audit_model_is_a_function_and_audit_the_package():
+    assert lu.audit_model is A.audit_model and lu.PaddingSpec is A.PaddingSpec
+    assert isinstance(A, types.ModuleType) and not callable(A)
+    report = lu.audit_model(tiny("layer"), ids(), trials=1)
     assert isinstance(report, lu.AuditReport)
 
 
 def test_layernorm_model_couples_nothing_and_leaks_nothing():
-    report = lu.audit(tiny("layer"), {"idx": ids()}, padding=PAD)
+    report = lu.audit_model(tiny("layer"), {"idx": ids()}, padding=PAD)
     for mode in ("train", "eval"):
         for prop in ("batch", "causal", "padding:length", "padding:values"):
             c = report.get(prop, mode)
@@ -55,7 +57,7 @@ def test_layernorm_model_couples_nothing_and_leaks_nothing():
 
 
 def test_batchnorm_couples_and_leaks_in_train_mode_only():
-    report = lu.audit(tiny("batch"), ids())
+    report = lu.audit_model(tiny("batch"), ids())
     for prop in ("batch", "causal"):
         train, ev = report.get(prop, "train"), report.get(prop, "eval")
         assert not train.holds and train.change > 1e-3, train
@@ -65,10 +67,12 @@ def test_batchnorm_couples_and_leaks_in_train_mode_only():
 
 
 def test_masked_batchnorm_is_pad_invariant_and_naive_batchnorm_is_not():
-    masked = lu.audit(
+    masked = lu.audit_model(
         tiny("masked_batch"), {"idx": ids()}, padding=PAD, properties=["padding"]
     )
-    naive = lu.audit(tiny("batch"), {"idx": ids()}, padding=PAD, properties=["padding"])
+    naive = lu.audit_model(
+        tiny("batch"), {"idx": ids()}, padding=PAD, properties=["padding"]
+    )
     for prop in ("padding:length", "padding:values"):
         assert masked.get(prop, "train").holds, masked.get(prop, "train")
         assert not naive.get(prop, "train").holds, naive.get(prop, "train")
@@ -77,14 +81,14 @@ def test_masked_batchnorm_is_pad_invariant_and_naive_batchnorm_is_not():
 
 def test_left_padding_breaks_learned_positions_not_position_free_models():
     left = lu.PaddingSpec("padding_mask", True, sides=("right", "left"))
-    learned = lu.audit(
+    learned = lu.audit_model(
         tiny("layer"),
         {"idx": ids()},
         padding=left,
         properties=["padding"],
         modes=["eval"],
     )
-    free = lu.audit(
+    free = lu.audit_model(
         tiny("layer", position="none"),
         {"idx": ids()},
         padding=left,
@@ -99,13 +103,13 @@ def test_dropout_is_not_counted_as_coupling():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.Dropout(0.5), nn.Linear(32, 8))
     x = torch.randn(4, 8)
-    c = lu.audit(model, x, properties=["batch"]).get("batch", "train")
+    c = lu.audit_model(model, x, properties=["batch"]).get("batch", "train")
     assert c.holds and c.change == 0, c
     assert c.uncontrolled > 0.1, c  # two forwards with different dropout masks differ
 
 
 def test_float_floor_is_measured_and_reported():
-    report = lu.audit(tiny("masked_batch"), {"idx": ids()}, properties=["batch"])
+    report = lu.audit_model(tiny("masked_batch"), {"idx": ids()}, properties=["batch"])
     c = report.get("batch", "train")
     assert 0 <= c.floor < 1e-5 and c.tol == max(1e-5, 10 * c.floor), c
 
@@ -131,7 +135,7 @@ def test_small_order_dependent_coupling_is_not_absorbed_by_the_floor(w):
     # which an order-dependent model's own coupling inflates: with w = 1e-4 the
     # floor was 8e-5, the tolerance 8e-4, and a real coupling passed as float noise.
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
-    c = lu.audit(Mix(w, "flip"), x, properties=["batch"], modes=["eval"]).get(
+    c = lu.audit_model(Mix(w, "flip"), x, properties=["batch"], modes=["eval"]).get(
         "batch", "eval"
     )
     assert not c.holds and c.floor < 1e-6, c
@@ -142,9 +146,9 @@ def test_mirror_model_fails():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + x.flip(0)
 
-    c = lu.audit(Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]).get(
-        "batch", "eval"
-    )
+    c = lu.audit_model(
+        Mirror(), torch.randn(4, 8), properties=["batch"], modes=["eval"]
+    ).get("batch", "eval")
     assert not c.holds and c.change > 0.1, c
 
 
@@ -152,20 +156,22 @@ def test_float64_model_tiny_coupling_fails_and_float32_label_is_honest():
     # regression: rtol was 1e-5 whatever the dtype, so a float64 model whose outputs
     # move by 1e-6 with their partners (1e10 x its rounding) "held (float noise)".
     x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
-    c64 = lu.audit(
+    c64 = lu.audit_model(
         Mix(1e-6, "mean").double(), x.double(), properties=["batch"], modes=["eval"]
     ).get("batch", "eval")
     assert not c64.holds and c64.floor < 1e-14 and c64.tol < 1e-13, c64
     # float32: a 1e-5 mix is above the floor but may sit under rtol; if it holds,
     # the verdict must not call it float noise
     for w in (1e-5, 1e-6):
-        c32 = lu.audit(
+        c32 = lu.audit_model(
             Mix(w, "mean"), x, properties=["batch"], modes=["eval"], rtol=1e-4
         ).get("batch", "eval")
         assert c32.holds, c32
         noise = c32.change <= 10 * c32.floor
-        assert c32.verdict == ("holds (float noise)" if noise else "holds (below rtol)")
-    big = lu.audit(Mix(1e-5, "mean"), x, properties=["batch"], rtol=1e-4)
+        assert c32.verdict == (
+            "holds (within 10x floor)" if noise else "holds (below rtol)"
+        )
+    big = lu.audit_model(Mix(1e-5, "mean"), x, properties=["batch"], rtol=1e-4)
     assert big.get("batch", "eval").verdict == "holds (below rtol)", big.checks
 
 
@@ -182,29 +188,31 @@ def test_random_layers_besides_dropout():
             return h + 0.1 * torch.randn_like(h) if self.training else h
 
     x = torch.randn(4, 8)
-    c = lu.audit(Noisy(), x, properties=["batch"]).get("batch", "train")
+    c = lu.audit_model(Noisy(), x, properties=["batch"]).get("batch", "train")
     assert c.holds and c.change == 0 and c.uncontrolled > 0.01, c
     assert "random beyond dropout" in c.note, c
     # nn.RReLU draws one slope per negative entry, in order: the draws an example gets
     # depend on its partners' signs, so its output does move with them (a real
     # dependence, via the random stream); the note says why
     rrelu = nn.Sequential(nn.Linear(8, 8), nn.RReLU(), nn.Linear(8, 8))
-    c = lu.audit(rrelu, x, properties=["batch"]).get("batch", "train")
+    c = lu.audit_model(rrelu, x, properties=["batch"]).get("batch", "train")
     assert "random beyond dropout" in c.note, c
-    assert lu.audit(rrelu, x, properties=["batch"]).get("batch", "eval").change == 0
+    assert (
+        lu.audit_model(rrelu, x, properties=["batch"]).get("batch", "eval").change == 0
+    )
 
 
 def test_per_example_norms_and_huge_batch_norm():
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     for norm in (nn.GroupNorm(2, 8), nn.InstanceNorm2d(8, affine=True)):
         model = nn.Sequential(nn.Conv2d(3, 8, 3), norm)
-        r = lu.audit(model, x, properties=["batch"])
+        r = lu.audit_model(model, x, properties=["batch"])
         assert all(c.holds and c.change == 0 for c in r.checks), r.checks
     bn = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))  # 1/sqrt(B) still ~ 1e-2
     big = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0))
-    c = lu.audit(bn, big, properties=["batch"], trials=1).get("batch", "train")
+    c = lu.audit_model(bn, big, properties=["batch"], trials=1).get("batch", "train")
     assert not c.holds and c.change > 100 * c.tol, c
-    c2 = lu.audit(bn, big[:2], properties=["batch"]).get("batch", "train")
+    c2 = lu.audit_model(bn, big[:2], properties=["batch"]).get("batch", "train")
     assert not c2.holds, c2  # the smallest batch the audit accepts
 
 
@@ -225,7 +233,7 @@ def test_causal_leak_between_neighbours_is_always_found():
             return h + leak
 
     for seed in range(5):
-        r = lu.audit(
+        r = lu.audit_model(
             LeakOne(), ids(T=16), properties=["causal"], modes=["eval"], seed=seed
         )
         assert not r.get("causal", "eval").holds, seed
@@ -248,14 +256,14 @@ def test_outputs_as_tuple_dict_with_a_scalar_loss_first():
             return {"loss": y.square().mean(), "embeddings": y}
 
     for model in (Tup(), Dct()):
-        r = lu.audit(model, torch.randn(4, 8), properties=["batch"])
+        r = lu.audit_model(model, torch.randn(4, 8), properties=["batch"])
         assert not r.get("batch", "train").holds and r.get("batch", "eval").holds
 
 
 def test_audit_restores_running_stats_and_modes():
     model = tiny("batch").eval()
     before = {k: v.clone() for k, v in model.named_buffers()}
-    lu.audit(model, ids())
+    lu.audit_model(model, ids())
     assert not model.training
     for k, v in model.named_buffers():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
@@ -286,15 +294,15 @@ def test_inventory_by_type_and_by_behaviour():
         "TokenNorm": "per-example (probed)",
     }
     masked = {r["class"]: r["kind"] for r in lu.norm_inventory(tiny("masked_batch"))}
-    assert masked == {"MaskedBatchNorm": "batch statistics (probed)"}
+    assert masked == {"MaskedBatchNorm": "BatchNorm subclass"}  # BATCHNORM_CLASSES
 
 
 def test_table_and_json_and_failures():
-    report = lu.audit(tiny("batch"), ids(), trials=1)
+    report = lu.audit_model(tiny("batch"), ids(), trials=1)
     text = report.table()
     assert "batch" in text and "FAILS" in text and "TokenBatchNorm" in text
     d = json.loads(json.dumps(report.to_dict()))
-    assert {c["verdict"] for c in d["checks"]} >= {"FAILS", "holds (exact 0)"}
+    assert {c["verdict"] for c in d["checks"]} >= {"FAILS", "holds (bitwise)"}
     assert [c.mode for c in report.failures(["batch"])] == ["train"]
     assert report.failures(["batch:eval"]) == []
     with pytest.raises(ValueError, match="expected a measured property"):
@@ -307,27 +315,27 @@ def test_table_and_json_and_failures():
 def test_bad_inputs_raise_clear_errors():
     model = tiny("layer")
     with pytest.raises(TypeError, match="expected model to be a torch.nn.Module"):
-        lu.audit(lambda x: x, ids())
+        lu.audit_model(lambda x: x, ids())
     with pytest.raises(TypeError, match="expected example_inputs"):
-        lu.audit(model, 3)
+        lu.audit_model(model, 3)
     with pytest.raises(ValueError, match="at least 2 examples"):
-        lu.audit(model, ids(B=1))
+        lu.audit_model(model, ids(B=1))
     with pytest.raises(ValueError, match="expected properties from"):
-        lu.audit(model, ids(), properties=["speed"])
+        lu.audit_model(model, ids(), properties=["speed"])
     with pytest.raises(ValueError, match="expected modes from"):
-        lu.audit(model, ids(), modes=["test"])
+        lu.audit_model(model, ids(), modes=["test"])
     with pytest.raises(ValueError, match="needs the model's mask convention"):
-        lu.audit(model, ids(), properties=["padding"])
+        lu.audit_model(model, ids(), properties=["padding"])
     with pytest.raises(ValueError, match="expected trials >= 1"):
-        lu.audit(model, ids(), trials=0)
+        lu.audit_model(model, ids(), trials=0)
     with pytest.raises(ValueError, match="expected sides"):
         lu.PaddingSpec(sides=("top",))
 
 
 def test_causal_check_on_a_non_causal_model_is_an_error():
     with pytest.raises(ValueError, match="applies only to causal models"):
-        lu.audit(tiny("layer", causal=False), ids(), properties=["causal"])
-    report = lu.audit(
+        lu.audit_model(tiny("layer", causal=False), ids(), properties=["causal"])
+    report = lu.audit_model(
         tiny("layer", causal=False),
         ids(),
         properties=["causal"],
@@ -343,7 +351,7 @@ def test_model_that_rejects_the_inputs():
     with pytest.raises(
         ValueError, match=r"accept the audit's inputs \(\(4, 12\) float32\)"
     ):
-        lu.audit(tiny("layer"), torch.randn(4, 12))
+        lu.audit_model(tiny("layer"), torch.randn(4, 12))
 
 
 # --------------------------------------------------------------------- loading and CLI
@@ -412,8 +420,10 @@ def test_cli_exit_codes_and_json(factory_module, capsys):
 
 
 def test_help_documents_every_option():
-    text = A._parser().format_help()
-    for action in A._parser()._actions:
+    from lnbn_audit import build_parser
+
+    text = build_parser().format_help()
+    for action in build_parser()._actions:
         for opt in action.option_strings:
             assert opt in text
         assert action.help, action.dest
@@ -461,8 +471,8 @@ def test_hugging_face_gpt2_left_padding_bug_and_fix():
         sides=("right", "left"),
         extra=lambda pad: {"position_ids": ((~pad).long().cumsum(1) - 1).clamp(min=0)},
     )
-    bug = lu.audit(model, x, padding=spec, trials=1)
-    fix = lu.audit(model, x, padding=fixed, trials=1)
+    bug = lu.audit_model(model, x, padding=spec, trials=1)
+    fix = lu.audit_model(model, x, padding=fixed, trials=1)
     assert (
         bug.causal
         and bug.get("batch", "train").holds
@@ -481,17 +491,19 @@ def test_an_example_batch_with_its_own_padding():
     own[0, 8:] = True  # example 0 is 8 tokens long
     model = tiny("masked_batch", causal=False)
     kw = dict(padding=PAD, properties=["padding"])
-    masked = lu.audit(model, {"idx": x, "padding_mask": own}, **kw)
-    naive = lu.audit(tiny("batch", causal=False), {"idx": x, "padding_mask": own}, **kw)
+    masked = lu.audit_model(model, {"idx": x, "padding_mask": own}, **kw)
+    naive = lu.audit_model(
+        tiny("batch", causal=False), {"idx": x, "padding_mask": own}, **kw
+    )
     for prop in ("padding:length", "padding:values"):
         assert masked.get(prop, "train").holds, masked.get(prop, "train")
         assert not naive.get(prop, "train").holds, naive.get(prop, "train")
     with pytest.raises(ValueError, match="expected padding_mask of shape"):
-        lu.audit(model, {"idx": x, "padding_mask": own[:, :4]}, **kw)
+        lu.audit_model(model, {"idx": x, "padding_mask": own[:, :4]}, **kw)
 
 
 def test_progress_bar_on_stderr(capsys):
-    lu.audit(tiny("layer"), ids(), properties=["batch"], trials=1, progress=True)
+    lu.audit_model(tiny("layer"), ids(), properties=["batch"], trials=1, progress=True)
     err = capsys.readouterr().err
     assert "audit [" in err and err.rstrip().endswith("batch/eval")
 
@@ -522,7 +534,8 @@ def test_json_is_strict_when_a_model_returns_nan(tmp_path, monkeypatch, capsys):
 
     d = json.loads(capsys.readouterr().out, parse_constant=strict)
     train = [c for c in d["checks"] if c["mode"] == "train"][0]
-    assert train["change"] == "inf" and train["verdict"] == "FAILS", train
+    assert train["change"] is None and train["nonfinite"], train
+    assert train["verdict"] == "FAILS" and d["schema_version"] >= 2, d
     assert "non-finite" in train["note"], train
     with pytest.raises(SystemExit) as e:
         A.main(["audit_bad_factories:boom"])
@@ -534,9 +547,9 @@ def test_train_eval_uses_the_measured_floor():
     # modes (nn.TransformerEncoderLayer's fast path in eval) read "below rtol"
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
-    c = lu.audit(layer, torch.randn(4, 8, 16)).get("train_eval", "train->eval")
+    c = lu.audit_model(layer, torch.randn(4, 8, 16)).get("train_eval", "train->eval")
     assert c.holds and c.floor > 0, c
-    assert c.verdict in ("holds (exact 0)", "holds (float noise)"), c
+    assert c.verdict in ("holds (bitwise)", "holds (within 10x floor)"), c
 
 
 class RealMaskPool(nn.Module):
@@ -557,7 +570,7 @@ class RealMaskPool(nn.Module):
 def test_padding_convention_true_means_real():
     x = ids()
     real = lu.PaddingSpec("mask", pad_is=False, sides=("right", "left"))
-    r = lu.audit(
+    r = lu.audit_model(
         RealMaskPool(),
         {"idx": x, "mask": torch.ones_like(x, dtype=torch.bool)},
         padding=real,
@@ -568,7 +581,7 @@ def test_padding_convention_true_means_real():
     # the wrong convention (True = pad): the model is told its real tokens are pads
     # (an empty mean, nan) and its pads are real (a mean over the pads): caught
     wrong = lu.PaddingSpec("mask", pad_is=True)
-    r = lu.audit(
+    r = lu.audit_model(
         RealMaskPool(),
         {"idx": x, "mask": torch.zeros_like(x, dtype=torch.bool)},
         padding=wrong,
@@ -587,7 +600,7 @@ def test_coupling_into_the_last_example_only_is_found():
             y[-1] = y[-1] + x[:-1].mean(0)
             return y
 
-    c = lu.audit(LastSeesAll(), torch.randn(4, 8), properties=["batch"], trials=2).get(
-        "batch", "eval"
-    )
+    c = lu.audit_model(
+        LastSeesAll(), torch.randn(4, 8), properties=["batch"], trials=2
+    ).get("batch", "eval")
     assert not c.holds, c

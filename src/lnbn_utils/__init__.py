@@ -51,14 +51,20 @@ from .train import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
-_AUDIT_NAMES = ("audit", "AuditReport", "CheckResult", "PaddingSpec", "norm_inventory")
+_AUDIT_NAMES = (
+    "audit",  # the subpackage (``lu.audit.main`` is the command line)
+    "audit_model",
+    "assert_audit",
+    "assert_batch_independent",
+    "AuditReport",
+    "CheckResult",
+    "PaddingSpec",
+    "norm_inventory",
+)
 
 
 def __getattr__(name: str):
-    """Import the auditor on first use (so ``python -m lnbn_utils.audit`` runs cleanly).
-
-    ``lu.audit`` is the module, and calling it runs ``lu.audit.audit``.
-    """
+    """Import the auditor on first use (``lu.audit_model``, ``lu.assert_audit``)."""
     if name in _AUDIT_NAMES:
         import importlib
 

@@ -507,3 +507,14 @@ def make_norm(kind: str, num_features: int, **kwargs) -> nn.Module:
             f"expected num_features to be a positive int, got {num_features!r}"
         )
     return NORM_KINDS[kind](num_features, **kwargs)
+
+
+# Every module class that normalizes with batch statistics in training mode: PyTorch's
+# public BatchNorm classes (lazy ones included) and this library's batch norms.
+BATCHNORM_CLASSES: tuple[type[nn.Module], ...] = TORCH_BATCH_NORMS + (
+    nn.LazyBatchNorm1d,
+    nn.LazyBatchNorm2d,
+    nn.LazyBatchNorm3d,
+    MaskedBatchNorm,
+)
+__all__ += ["BATCHNORM_CLASSES"]

@@ -49,7 +49,7 @@ class History:
 
 
 @contextmanager
-def evaluating(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
+def evaluating(model: nn.Module, mode: "str | bool" = "eval") -> Iterator[nn.Module]:
     """Run ``model`` in "eval" or "train" mode inside the block, then undo everything.
 
     In "train" mode BatchNorm layers normalize with each batch's own statistics and
@@ -65,8 +65,10 @@ def evaluating(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
         >>> norm.running_mean.tolist(), norm.training
         ([0.0, 0.0, 0.0], True)
     """
+    if isinstance(mode, bool):  # evaluating(model, mode=True) is train mode
+        mode = "train" if mode else "eval"
     if mode not in ("train", "eval"):
-        raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
+        raise ValueError(f"expected mode 'train' or 'eval' (or a bool), got {mode!r}")
     flags = {m: m.training for m in model.modules()}
     saved = [b.detach().clone() for b in model.buffers()]
     model.train(mode == "train")
