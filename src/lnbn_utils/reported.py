@@ -1,11 +1,10 @@
-"""Reported, not asserted: glue a measurement and its interval without a test."""
+"""Reported, not asserted: glue text for a measurement that is not a finding."""
 
 from __future__ import annotations
 
-from .glue import glue
 from .stats import Interval, fmt_ci
 
-__all__ = ["glue_text", "report"]
+__all__ = ["as_text", "ci_text"]
 
 
 class _Text(str):
@@ -15,32 +14,28 @@ class _Text(str):
         return str(self)
 
 
-def report(key: str, iv: Interval, fmt: str = ".3g") -> str:
-    """Glue ``iv`` as ``key`` (its value) and ``key_ci`` ("value [lo, hi]").
-
-    For a measurement the prose quotes with its interval but that is not a finding
-    (no threshold: it could not reach the book's robustness standard, or it has no
-    claim to test). Returns the ``key_ci`` text.
-
-    Args:
-        key: a glue name (a Python identifier).
-        iv: an :class:`~lnbn_utils.stats.Interval` (``lu.t_interval``, ...).
-        fmt: the number format of the text.
+def as_text(text: str) -> str:
+    """``text`` as a string that ``{glue:text}`` shows without quotes.
 
     Example:
-        >>> report("ch1_x", Interval(0.5, 0.2, 0.8))
+        >>> lu.glue("ch1_note", lu.as_text("no leak is detectable"))  # doctest: +SKIP
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"expected text as a str, got {type(text).__name__}")
+    return _Text(text)
+
+
+def ci_text(iv: Interval, fmt: str = ".3g") -> str:
+    """``"value [lo, hi]"`` of ``iv``, for glueing a measurement reported, not asserted.
+
+    For a measurement the prose quotes with its interval but that is not a finding
+    (no threshold: it could not reach the book's robustness standard, or it tests
+    no claim).
+
+    Example:
+        >>> ci_text(Interval(0.5, 0.2, 0.8))
         '0.5 [0.2, 0.8]'
     """
     if not isinstance(iv, Interval):
         raise TypeError(f"expected an lu.Interval, got {type(iv).__name__}")
-    text = _Text(fmt_ci(iv.value, iv.ci, fmt))
-    glue(key, iv.value)
-    glue(key + "_ci", text)
-    return str(text)
-
-
-def glue_text(key: str, text: str) -> None:
-    """Glue ``text`` so that ``{glue:text}`key``` shows it without quotes."""
-    if not isinstance(text, str):
-        raise TypeError(f"expected text as a str, got {type(text).__name__}")
-    glue(key, _Text(text))
+    return as_text(fmt_ci(iv.value, iv.ci, fmt))
