@@ -183,3 +183,18 @@ def test_predict_batched_ignores_pad_ids_and_extra_padding(pad_id, extra):
             ref = lu.predict_batched(model, tokens, lengths, batches, mode)
             got = lu.predict_batched(model, tokens, lengths, batches, mode, T, pad_id)
             torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_token_budget_batches_partition_within_budget():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(4, 65, (500,), generator=g)
+    batches = lu.token_budget_batches(lengths, 512, g)
+    assert sorted(torch.cat(batches).tolist()) == list(range(500))
+    real, padded = lu.batch_token_counts(lengths, batches)
+    assert int(padded.max()) <= 512
+    assert 1 - real.sum() / padded.sum() < 0.1  # sorted: little padding
+
+
+def test_token_budget_batches_refuses_a_budget_below_the_longest():
+    with pytest.raises(ValueError, match="longest length 9"):
+        lu.token_budget_batches([3, 9], 8, torch.Generator())

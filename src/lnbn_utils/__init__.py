@@ -44,6 +44,7 @@ from .plotting import *  # noqa: F401,F403
 from .probes import *  # noqa: F401,F403
 from .recalibrate import *  # noqa: F401,F403
 from .repaired_norms import *  # noqa: F401,F403
+from .reported import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403
 from .tasks import *  # noqa: F401,F403

@@ -20,6 +20,7 @@ from .train import evaluating
 __all__ = [
     "random_batches",
     "bucketed_batches",
+    "token_budget_batches",
     "single_batches",
     "batch_token_counts",
     "predict_batched",
@@ -75,6 +76,41 @@ def bucketed_batches(
     perm = torch.randperm(len(lengths), generator=generator)  # random tie-breaking
     order = perm[torch.argsort(lengths[perm], stable=True)]
     batches = list(order.split(batch_size))
+    return [
+        batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()
+    ]
+
+
+def token_budget_batches(
+    lengths: torch.Tensor | Sequence[int], max_tokens: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Length buckets under a token budget (fairseq's ``--max-tokens``).
+
+    Sort by length (ties in random order), fill each batch while its padded size
+    ``len(batch) * longest`` stays within ``max_tokens``, then shuffle the batches.
+    Short sequences come many to a batch, long ones few, so the number of real
+    tokens per batch stays nearly constant.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> sorted(len(b) for b in token_budget_batches([2, 2, 2, 4, 4], 4, g))
+        [1, 1, 1, 2]
+    """
+    lengths = _check_lengths(lengths)
+    if not isinstance(max_tokens, int) or max_tokens < int(lengths.max()):
+        raise ValueError(
+            "expected max_tokens to be an int of at least the longest length "
+            f"{int(lengths.max())}, got {max_tokens!r}"
+        )
+    perm = torch.randperm(len(lengths), generator=generator)  # random tie-breaking
+    order = perm[torch.argsort(lengths[perm], stable=True)].tolist()
+    batches, current = [], []
+    for i in order:  # ascending lengths: the newest sequence is the longest
+        if current and (len(current) + 1) * int(lengths[i]) > max_tokens:
+            batches.append(torch.tensor(current))
+            current = []
+        current.append(i)
+    batches.append(torch.tensor(current))
     return [
         batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()
     ]
