@@ -24,6 +24,7 @@ from . import (  # noqa: F401
     repro,
     stats,
     tasks,
+    timing,
     train,
 )
 from .batching import *  # noqa: F401,F403
@@ -45,6 +46,7 @@ from .repaired_norms import *  # noqa: F401,F403
 from .repro import *  # noqa: F401,F403
 from .stats import *  # noqa: F401,F403
 from .tasks import *  # noqa: F401,F403
+from .timing import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
