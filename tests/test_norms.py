@@ -433,7 +433,7 @@ def masked_reference(x, mask, weight, bias, eps=1e-5):
     real = x[~mask]  # (N, C)
     mean, var = real.mean(0), real.var(0, unbiased=False)
     y = (x - mean) * torch.rsqrt(var + eps) * weight + bias
-    return torch.where(mask.unsqueeze(-1), bias.detach().expand_as(y), y)
+    return torch.where(mask.unsqueeze(-1), bias.expand_as(y), y)
 
 
 @settings(max_examples=30, deadline=None)

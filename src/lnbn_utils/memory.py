@@ -127,10 +127,9 @@ def saved_bytes_formula(
     * ``"batch"``: input N; statistics 2*C (mean and 1/std per channel); parameters C
       (the weight; the bias is not needed for backward); buffers 2*C (the running
       mean and variance are arguments of the fused kernel, so autograd keeps them).
-    * ``"masked_batch"`` with a padding mask (``lu.MaskedBatchNorm``'s autograd
-      function on the BatchNorm kernel): intermediates N (x with pads replaced by
-      the real mean); statistics 2*C (mean and 1/std) + B*T (real-token weights);
-      parameters C. Without a mask it saves what ``"batch"`` saves.
+    * ``"masked_batch"`` in training (``lu.MaskedBatchNorm``'s autograd function):
+      input N; statistics 2*C (mean and 1/std) + B*T (real-token weights; without
+      a mask, none); parameters C.
     * ``"rms"`` (``lu.RMSNorm``; ``nn.RMSNorm`` on the CPU saves the same): input N;
       intermediates N (x / rms, before the weight); statistics B*T (1/rms);
       parameters C.
@@ -146,7 +145,7 @@ def saved_bytes_formula(
     values = {
         "layer": {"input": N, "statistics": 2 * BT, "parameters": 2 * C},
         "batch": {"input": N, "statistics": 2 * C, "parameters": C, "buffers": 2 * C},
-        "masked_batch": {"intermediates": N, "statistics": 2 * C + BT, "parameters": C},
+        "masked_batch": {"input": N, "statistics": 2 * C + BT, "parameters": C},
         "rms": {"input": N, "intermediates": N, "statistics": BT, "parameters": C},
         "none": {},
     }

@@ -262,8 +262,8 @@ class LayerNorm(nn.LayerNorm):
 class RMSNorm(nn.Module):
     """RMSNorm (Zhang & Sennrich, 2019): y = x / sqrt(mean_C(x^2) + eps) * weight.
 
-    No mean subtraction and no bias. Numerically the same as ``nn.RMSNorm`` with the
-    same ``eps``; written out here so the arithmetic is visible. Float16/bfloat16
+    No mean subtraction and no bias. ``F.rms_norm`` (the kernel of ``nn.RMSNorm``)
+    with this module's ``eps`` (default 1e-6) and the norm signature. Float16/bfloat16
     input to a float32 norm is computed in float32 and returned in its own dtype.
 
     Shape: x (B, T, C) -> (B, T, C).
@@ -282,10 +282,8 @@ class RMSNorm(nn.Module):
     ) -> torch.Tensor:
         check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         xf = x.to(self.weight.dtype)  # no copy unless x is float16/bfloat16
-        rms_inv = torch.rsqrt(
-            xf.pow(2).mean(dim=-1, keepdim=True) + self.eps
-        )  # (B, T, 1)
-        return (xf * rms_inv * self.weight).to(x.dtype)
+        # x / sqrt(mean_C(x^2) + eps) * weight, per token, in one fused op
+        return F.rms_norm(xf, (self.num_features,), self.weight, self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -334,52 +332,66 @@ class TokenBatchNorm(nn.BatchNorm1d):
         return MaskedBatchNorm.batch_stats(x, None)
 
 
-class _MaskedBatchNorm(torch.autograd.Function):
-    """Training-mode masked BN on the (N, C) token matrix, on PyTorch's fused kernels.
+def _real_rows(is_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) bool -> the real rows' indices (n,) and each row's place among them
+    (N,), n for a pad."""
+    real = is_real.nonzero().squeeze(1)
+    return real, torch.where(is_real, is_real.cumsum(0) - 1, len(real))
 
-    ``real``: (N,) 0/1 weights, n real rows. Every pad row is replaced by the real
-    mean, so it adds nothing to the sum of squared deviations; BatchNorm's kernel on
-    all N rows then finds the real mean and N/n times too small a variance, which is
-    exactly undone by eps * n / N in place of eps and weight * sqrt(n / N) in place
-    of weight. In backward, pad rows of the output gradient are replaced by its real
-    mean, so the kernel's mean over N rows is the real-row mean, and the same scaling
-    makes its correction terms divide by n: the gradient at real tokens is the exact
-    gradient of BN over the real tokens. Pad rows come out as ``bias``, get a zero
-    gradient and give none to the weight or the bias.
+
+class _MaskedBatchNorm(torch.autograd.Function):
+    """Training-mode masked BN on the (N, C) token matrix: BN of the real rows only.
+
+    ``real``: (n,) indices of the real rows; ``rows``: (N,) where each row's output
+    comes from, its place among the real rows or n (the bias) for a pad; both None
+    without pads. Forward gathers the real rows (in reading order), normalizes them
+    with their mean and the mean of squared deviations from it (two float32 passes:
+    within 1e-6 of a float64 reference at any scale and offset); so real-token
+    outputs never depend on the pads, not even on how many there are. Pad rows of
+    the output are ``bias``. Backward is the fused BatchNorm backward on the real
+    rows, in closed form; pads get a zero
+    x-gradient, nothing to the weight, and their output gradient to the bias (their
+    output is the bias). Returns y (N, C) and the (C,) mean and biased variance.
     """
 
     @staticmethod
-    def forward(ctx, x, real, n, weight, bias, eps):  # type: ignore[override]
-        N, n_f = x.shape[0], float(n)
-        pad_rows = (real == 0).nonzero().squeeze(1)  # (N - n,)
-        mean = real @ x / n_f  # (C,): pads weigh 0
-        if not bool(torch.isfinite(mean).all()):  # inf/NaN pads: 0 * inf = NaN
-            mean = real @ x.index_fill(0, pad_rows, 0.0) / n_f
-        xm = x.index_put((pad_rows,), mean)  # (N, C): pads -> the real mean
-        c, eps_n = math.sqrt(n_f / N), eps * n_f / N
-        y, bn_mean, bn_invstd = torch.native_batch_norm(
-            xm, weight * c, bias, None, None, True, 0.0, eps_n
-        )
-        var = ((N / n_f) / bn_invstd.square() - eps).clamp_(min=0.0)  # (C,) biased
-        ctx.save_for_backward(xm, real, weight, bn_mean, bn_invstd)
-        ctx.n, ctx.c, ctx.eps_n = n_f, c, eps_n
+    def forward(ctx, x, real, rows, weight, bias, eps):  # type: ignore[override]
+        d = x.index_select(0, real) if real is not None else x  # (n, C)
+        n, C = d.shape
+        mean = d.mean(0)  # (C,)
+        d = d.sub_(mean) if real is not None else d - mean  # centred, (n, C)
+        var = (d * d).mean(0)  # (C,) biased: two passes, exact to float32
+        invstd = torch.rsqrt(var + eps)
+        buf = x.new_empty(n + 1, C)  # the real rows' outputs, then the bias
+        torch.addcmul(bias, d, weight * invstd, out=buf[:n])
+        is_real = None if rows is None else (rows < n).to(x.dtype)  # (N,) 0/1
+        ctx.save_for_backward(x, is_real, weight, mean, invstd)
+        ctx.eps = eps
         ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        if real is None:
+            return buf[:n], mean, var
+        buf[n] = bias
+        return buf.index_select(0, rows), mean, var  # (N, C)
 
     @staticmethod
     def backward(ctx, g, _gmean, _gvar):  # type: ignore[override]
-        xm, real, weight, bn_mean, bn_invstd = ctx.saved_tensors
-        pad_rows = (real == 0).nonzero().squeeze(1)
-        dbias = real @ g  # (C,) sum over real rows
-        dx = g.index_put((pad_rows,), dbias / ctx.n)  # pads -> the real mean
-        dw = torch.empty_like(weight)
-        # In place (dx is ours): the kernel reduces over its input before writing.
-        torch.ops.aten.native_batch_norm_backward.out(
-            dx, xm, weight * ctx.c, None, None, bn_mean, bn_invstd, True, ctx.eps_n,
-            [True, True, True], out0=dx, out1=dw, out2=torch.empty_like(weight),
+        x, is_real, weight, mean, invstd = ctx.saved_tensors
+        if is_real is None:
+            dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+                g, x, weight, None, None, mean, invstd, True, ctx.eps,
+                [ctx.needs_input_grad[0], True, True],
+            )  # fmt: skip
+            return dx, None, None, dw, db, None
+        real, rows = _real_rows(is_real.bool())  # (n,), (N,)
+        n, C = len(real), g.shape[1]
+        buf = g.new_empty(n + 1, C)  # the real rows' x-gradients, then a pad's: 0
+        dxr, dw, _ = torch.ops.aten.native_batch_norm_backward(
+            g.index_select(0, real), x.index_select(0, real), weight, None, None,
+            mean, invstd, True, ctx.eps, [True, True, False],
         )  # fmt: skip
-        dx.index_put_((pad_rows,), dx.new_zeros(()))  # pads: no gradient
-        return dx, None, None, dw * ctx.c, dbias, None
+        buf[:n], buf[n] = dxr, 0.0
+        db = g.sum(0)  # every output row holds the bias, pads too
+        return buf.index_select(0, rows), None, None, dw, db, None
 
 
 class MaskedBatchNorm(nn.Module):
@@ -422,26 +434,20 @@ class MaskedBatchNorm(nn.Module):
         check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         B, T, C = x.shape
         flat = x.reshape(B * T, C)  # channels last: every token a row
-        if not self.training or padding_mask is None:
-            if self.training:
-                _check_enough_tokens(B * T)
-                self.num_batches_tracked.add_(1)
-                rm, rv = self.running_mean, self.running_var  # updated by the kernel
-            else:  # copies: backward keeps them, and a training step may update the
-                rm, rv = self.running_mean.clone(), self.running_var.clone()  # buffers
-            # nn.BatchNorm1d's kernel on the (B*T, C) matrix
-            y = F.batch_norm(
-                flat, rm, rv, self.weight, self.bias, self.training,
-                momentum_factor(self) if self.training else 0.0, self.eps,
-            )  # fmt: skip
+        if not self.training:  # copies: backward keeps them, and a training step
+            rm, rv = self.running_mean.clone(), self.running_var.clone()  # may update
+            # nn.BatchNorm1d's kernel on the (B*T, C) matrix, running statistics
+            y = F.batch_norm(flat, rm, rv, self.weight, self.bias, False, 0.0, self.eps)
             return y.view(B, T, C)
         xf = flat.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
-        real, n = real_token_weights(padding_mask, xf.dtype)  # (B, T), ()
-        _check_enough_tokens(n)
+        real = rows = None  # no mask: every token is real
+        if padding_mask is not None:  # any strides: reshape copies if it must
+            real, rows = _real_rows(~padding_mask.reshape(B * T))
+        _check_enough_tokens(B * T if real is None else len(real))
         y, mean, var = _MaskedBatchNorm.apply(
-            xf, real.view(B * T), n, self.weight, self.bias, self.eps
+            xf, real, rows, self.weight, self.bias, self.eps
         )
-        update_running_stats(self, mean, var, n)
+        update_running_stats(self, mean, var, B * T if real is None else len(real))
         return y.to(x.dtype).view(B, T, C)
 
     @staticmethod
