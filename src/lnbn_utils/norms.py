@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .masking import real_token_weights
+from .masking import check_padding_mask, real_token_weights
 
 __all__ = [
     "LayerNorm",
@@ -94,16 +94,7 @@ def check_norm_input(
             )
     if padding_mask is None:
         return
-    if not isinstance(padding_mask, torch.Tensor):
-        raise TypeError(
-            "expected padding_mask to be a bool torch.Tensor (True = pad), "
-            f"got {type(padding_mask).__name__}"
-        )
-    if padding_mask.dtype != torch.bool:
-        raise TypeError(
-            "expected padding_mask of dtype torch.bool (True = pad), "
-            f"got {padding_mask.dtype}"
-        )
+    check_padding_mask(padding_mask)
     if tuple(padding_mask.shape) != tuple(x.shape[:2]):
         raise ValueError(
             f"expected padding_mask of shape (B, T) = {tuple(x.shape[:2])}, "
