@@ -724,3 +724,82 @@ def test_masked_bn_accepts_a_non_contiguous_mask():
     torch.testing.assert_close(
         lu.MaskedBatchNorm(C)(x, mask), lu.MaskedBatchNorm(C)(x, mask.contiguous())
     )
+# --- masked BN: exact against float64, bit-identical with or without pads -----------
+
+
+@pytest.mark.parametrize("pad_share", [0.0, 0.22, 0.5, 0.95])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_masked_batchnorm_exact_and_independent_of_pads(pad_share, scale):
+    g = torch.Generator().manual_seed(0)
+    B, T, C = 8, 40, 16
+    x = (torch.randn(B, T, C, generator=g) + 3.0) * scale
+    mask = torch.rand(B, T, generator=g) < pad_share
+    mask[0, :2] = False  # at least 2 real tokens
+    norm = lu.MaskedBatchNorm(C)
+    y = norm(x.masked_fill(mask.unsqueeze(-1), float("nan")), mask)
+    real = x[~mask].double()
+    ref = (real - real.mean(0)) / torch.sqrt(real.var(0, unbiased=False) + 1e-5)
+    assert float((y[~mask].double() - ref).abs().max()) <= 1e-6
+    alone = lu.MaskedBatchNorm(C)(x[~mask].unsqueeze(0))  # the real tokens, no pads
+    assert torch.equal(alone[0], y[~mask])
+    assert torch.equal(y[mask], norm.bias.detach().expand(int(mask.sum()), C))
+
+
+def test_masked_batchnorm_gradcheck_float64_with_pads():
+    mask = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 1], [0, 1, 1, 1]], dtype=torch.bool)
+    norm = lu.MaskedBatchNorm(5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0), norm.bias.normal_()
+    x = torch.randn(3, 4, 5, dtype=torch.double, requires_grad=True)
+
+    def f(x, w, b):  # every output, pads included: their output is the bias
+        params = {"weight": w, "bias": b}
+        return torch.func.functional_call(norm, params, (x, mask))
+
+    w, b = (p.detach().clone().requires_grad_() for p in (norm.weight, norm.bias))
+    assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+@pytest.mark.parametrize("kind", ["masked_batch", "rbn", "renorm"])
+def test_norms_inf_nan_pads_reach_no_gradient(kind):
+    norm = lu.make_norm(kind, 4)
+    mask = lu.lengths_to_padding_mask([3, 5], 5)
+    x = torch.randn(2, 5, 4).masked_fill(mask.unsqueeze(-1), float("nan"))
+    x.requires_grad_()
+    (norm(x, mask)[~mask].sum() + lu.stat_penalty(norm)).backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(norm.weight.grad).all()
+
+
+def test_norms_refuse_non_bool_masks_with_one_type_error():
+    msg = r"padding_mask of dtype torch.bool \(True = pad\), got torch.int64"
+    mask = torch.ones(2, 3, dtype=torch.long)
+    with pytest.raises(TypeError, match=msg):
+        lu.MaskedBatchNorm(4)(torch.randn(2, 3, 4), mask)
+    with pytest.raises(TypeError, match=msg):
+        lu.attention_mask(mask, 3, causal=False)
+
+
+def test_masked_batchnorm_accepts_a_non_contiguous_mask():
+    mask = lu.lengths_to_padding_mask([2, 3, 4], 4).t().contiguous().t()  # (3, 4)
+    assert not mask.is_contiguous()
+    y = lu.MaskedBatchNorm(4)(torch.randn(3, 4, 4), mask)
+    assert y.shape == (3, 4, 4)
+
+
+def test_regularized_batchnorm_deep_copies_after_a_step():
+    import copy
+
+    norm = lu.make_norm("rbn", 4)
+    (norm(torch.randn(2, 5, 4)).sum() + lu.stat_penalty(norm)).backward()
+    twin = copy.deepcopy(norm)
+    assert twin.penalty.grad_fn is None
+    assert float(twin.penalty) == float(norm.penalty)
+
+
+def test_batchnorm_classes_cover_every_batch_normalizing_module():
+    from lnbn_utils.norms import BATCHNORM_CLASSES
+
+    for kind in ("batch", "masked_batch", "ghost_batch", "position_batch", "rbn"):
+        assert isinstance(lu.make_norm(kind, 4), BATCHNORM_CLASSES)
+    assert isinstance(nn.LazyBatchNorm1d(), BATCHNORM_CLASSES)
+    assert not isinstance(lu.make_norm("layer", 4), BATCHNORM_CLASSES)

@@ -172,9 +172,18 @@ def predict_batched(
     lengths = _check_lengths(lengths)
     if mode not in ("train", "eval"):
         raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(
+            f"expected tokens to be a torch.Tensor, got {type(tokens).__name__}"
+        )
     if tokens.dim() != 2 or tokens.shape[0] != len(lengths):
         raise ValueError(
             f"expected tokens of shape (N={len(lengths)}, T), got {tuple(tokens.shape)}"
+        )
+    if len(lengths) and int(lengths.max()) > tokens.shape[1]:
+        raise ValueError(
+            f"expected lengths <= the token rows' length {tokens.shape[1]}, "
+            f"got a length of {int(lengths.max())}"
         )
     if len(batches) == 0:
         raise ValueError("expected at least one batch, got an empty list")

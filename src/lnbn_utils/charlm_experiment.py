@@ -12,13 +12,12 @@ that reports its numbers. ``probes.py`` holds the measurements they use (TID).
   learning rates where "no norm" diverges, swept over learning rate x seed, on
   fixed-length windows or on padded natural lines of variable length
   (``line_batch``).
-* ``GhostBatchNorm`` and ``PositionBatchNorm``: BN over smaller groups of the same
-  batch (one knob at a time), and a BN whose statistics contain no future token.
+* ``lu.GhostBatchNorm`` and ``lu.PositionBatchNorm`` (in ``norms.py``): the BN
+  controls these experiments train with.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -29,21 +28,16 @@ import torch.nn.functional as F
 
 from .data import CharCorpus
 from .models import TinyTransformer, TransformerConfig
-from .norms import (
-    _check_eps,
-    _check_momentum,
-    _check_num_features,
-    check_norm_input,
+from .norms import (  # noqa: F401  (the two BN controls live in norms.py)
+    GhostBatchNorm,
+    PositionBatchNorm,
     make_norm,
-    register_norm,
 )
 from .probes import TIDRecorder
 from .repro import seed_everything
-from .train import History, lm_loss, train
+from .train import History, evaluating, lm_loss, train
 
 __all__ = [
-    "GhostBatchNorm",
-    "PositionBatchNorm",
     "build_char_lm",
     "CharLMRun",
     "train_char_lm",
@@ -57,138 +51,6 @@ __all__ = [
     "stability_run",
     "stability_sweep",
 ]
-
-
-# --- two BN controls ------------------------------------------------------------------
-
-
-class _GroupBatchNorm(nn.Module):
-    """BN whose training statistics come from groups of tokens; ``_groups`` says which.
-
-    ``_groups(x)`` returns x as (G, n, C): G groups of n tokens. Each group is
-    normalized with its own mean and biased variance. The running statistics (used in
-    eval mode) are updated once per step with the mean over groups of the group means
-    and of the unbiased group variances, momentum as in ``nn.BatchNorm1d``. The padding
-    mask is validated and ignored (these controls are for unpadded windows). Dtypes as
-    in ``norms.py``: float16/bfloat16 x into float32 parameters is computed in float32
-    and returned in x's dtype.
-    """
-
-    def __init__(
-        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1
-    ) -> None:
-        super().__init__()
-        _check_num_features(num_features)
-        _check_eps(eps)
-        if momentum is None:  # the update below has no cumulative-average mode
-            raise TypeError("expected momentum to be a float in [0, 1], got None")
-        _check_momentum(momentum)
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def _groups(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _ungroup(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        raise NotImplementedError
-
-    def batch_stats(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Per-group mean and biased variance, each (G, C), and the tokens per group."""
-        xg = self._groups(x)  # (G, n, C)
-        return xg.mean(dim=1), xg.var(dim=1, unbiased=False), xg.shape[1]
-
-    def forward(
-        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
-        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
-        if not self.training:
-            return (
-                (xf - self.running_mean)
-                * torch.rsqrt(self.running_var + self.eps)
-                * self.weight
-                + self.bias
-            ).to(x.dtype)
-        xg = self._groups(xf)  # (G, n, C)
-        mean, var, n = self.batch_stats(xf)  # (G, C), (G, C)
-        with torch.no_grad():  # the mean over groups of unbiased group variances
-            self.running_mean.lerp_(mean.mean(0), self.momentum)
-            self.running_var.lerp_((var * n / (n - 1)).mean(0), self.momentum)
-        yg = (xg - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps)  # (G, n, C)
-        return (self._ungroup(yg, x.shape) * self.weight + self.bias).to(x.dtype)
-
-
-class GhostBatchNorm(_GroupBatchNorm):
-    """BN over "ghost batches" of ``group`` consecutive tokens (Hoffer et al., 2017).
-
-    The B*T tokens of a (B, T, C) batch, in reading order, are cut into groups of
-    ``group`` tokens, each normalized with its own statistics. With T = 32 and
-    group = 8 a group is a quarter of one window; group = B * T is plain BN
-    (``TokenBatchNorm``). A group holds the later tokens of its window, so a token's
-    output depends on the tokens after it (a look-ahead a causal LM can exploit).
-
-    Shape: x (B, T, C) -> (B, T, C); B * T must be a multiple of ``group`` in training.
-    """
-
-    def __init__(
-        self,
-        num_features: int,
-        group: int = 8,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-    ) -> None:
-        super().__init__(num_features, eps, momentum)
-        if group < 2:
-            raise ValueError(f"expected group >= 2 tokens, got {group}")
-        self.group = group
-
-    def _groups(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        if (B * T) % self.group:
-            raise ValueError(
-                f"expected B * T to be a multiple of group={self.group}, "
-                f"got B={B}, T={T}"
-            )
-        return x.reshape(B * T // self.group, self.group, C)  # (G, group, C)
-
-    def _ungroup(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        return y.reshape(shape)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, group={self.group}, momentum={self.momentum}"
-
-
-class PositionBatchNorm(_GroupBatchNorm):
-    """Leak-free BN: statistics per position t over the batch axis only.
-
-    Position t of every sequence is normalized with the mean and variance of the B
-    tokens at position t, which come from B independent windows. No statistic
-    contains a token after t of the same sequence, so a causal LM cannot read its
-    targets from them; the price is only B tokens per statistic. Running statistics
-    are shared by all positions.
-
-    Shape: x (B, T, C) -> (B, T, C); B >= 2 in training.
-    """
-
-    def _groups(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] < 2:
-            raise ValueError(
-                "expected at least 2 sequences per batch (statistics over B), "
-                f"got B={x.shape[0]}"
-            )
-        return x.transpose(0, 1)  # (T, B, C): one group per position
-
-    def _ungroup(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        return y.transpose(0, 1)  # (B, T, C)
-
-
-register_norm("ghost_batch", GhostBatchNorm)
-register_norm("position_batch", PositionBatchNorm)
 
 
 # --- one char-LM run ------------------------------------------------------------------
@@ -338,18 +200,14 @@ def token_losses(
 
     Shape: batches of (inputs (B, T), targets (B, T)) -> (n_batches * B, T).
     """
-    if mode not in ("train", "eval"):
-        raise ValueError(f"expected mode 'train' or 'eval', got {mode!r}")
-    was_training, saved = model.training, copy.deepcopy(list(model.buffers()))
-    model.train(mode == "train")
+    if len(batches) == 0:
+        raise ValueError("expected at least one (inputs, targets) batch, got none")
     out = []
-    for x, y in batches:
-        logits = model(x)  # (B, T, V)
-        nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
-        out.append(nll)
-    for old, live in zip(saved, model.buffers()):
-        live.copy_(old)
-    model.train(was_training)
+    with evaluating(model, mode):  # buffers and train flags restored, even on errors
+        for x, y in batches:
+            logits = model(x)  # (B, T, V)
+            nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
+            out.append(nll)
     return torch.cat(out)
 
 

@@ -16,6 +16,21 @@ __all__ = [
 ]
 
 
+def check_padding_mask(padding_mask: object, name: str = "padding_mask") -> None:
+    """Refuse a mask that is not a bool tensor, with the one TypeError every
+    mask-taking function raises (a 0/1 integer mask could mean either convention)."""
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(
+            f"expected {name} to be a bool torch.Tensor (True = pad), "
+            f"got {type(padding_mask).__name__}"
+        )
+    if padding_mask.dtype != torch.bool:
+        raise TypeError(
+            f"expected {name} of dtype torch.bool (True = pad), "
+            f"got {padding_mask.dtype}"
+        )
+
+
 def real_token_weights(
     padding_mask: Optional[torch.Tensor],
     dtype: torch.dtype = torch.float32,
@@ -41,6 +56,7 @@ def real_token_weights(
             raise ValueError("expected a padding_mask, or the (B, T) shape without one")
         B, T = shape
         return torch.ones(B, T, dtype=dtype, device=device), torch.tensor(B * T)
+    check_padding_mask(padding_mask)
     real = ~padding_mask
     return real.to(dtype), real.sum()
 
@@ -223,8 +239,12 @@ def attention_mask(
     its own document, and a pad only to pads, so no row of the mask is empty.
     Returns None when there is nothing to mask.
     """
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"expected T to be a positive int, got {T!r}")
     if doc_ids is not None:
         _check_doc_ids(doc_ids, T)
+    if padding_mask is not None:
+        check_padding_mask(padding_mask)
     if padding_mask is not None and (
         padding_mask.dim() != 2 or padding_mask.shape[1] != T
     ):

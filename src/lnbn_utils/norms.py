@@ -13,6 +13,8 @@ convention). Which axes each layer averages over is the whole story of the book:
 * MaskedBatchNorm: over the real (non-padding) tokens only, per channel.
 * RegularizedBatchNorm, BatchRenorm: as MaskedBatchNorm, repaired for Transformers
   (a penalty on the train/inference gap; running statistics in the forward pass).
+* GhostBatchNorm, PositionBatchNorm: BN over groups of tokens (ghost batches; one
+  position over the batch), the controls of chapters 3 and 5.
 * PowerNorm: per channel over the real tokens, without centring, and it normalizes
   with running statistics in training too.
 * DyT: no statistics at all, an elementwise tanh.
@@ -27,18 +29,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .masking import real_token_weights
+from .masking import check_padding_mask, real_token_weights
 
 __all__ = [
     "LayerNorm",
     "RMSNorm",
     "TokenBatchNorm",
     "MaskedBatchNorm",
+    "GhostBatchNorm",
+    "PositionBatchNorm",
     "NoNorm",
     "make_norm",
     "NORM_KINDS",
     "register_norm",
     "BatchStatsNorm",
+    "BATCHNORM_CLASSES",  # noqa: F822  (built by __getattr__ below)
 ]
 
 # Dtype policy, the one nn.LayerNorm and nn.BatchNorm1d follow on the CPU: x must be a
@@ -89,16 +94,7 @@ def check_norm_input(
             )
     if padding_mask is None:
         return
-    if not isinstance(padding_mask, torch.Tensor):
-        raise TypeError(
-            "expected padding_mask to be a bool torch.Tensor (True = pad), "
-            f"got {type(padding_mask).__name__}"
-        )
-    if padding_mask.dtype != torch.bool:
-        raise TypeError(
-            "expected padding_mask of dtype torch.bool (True = pad), "
-            f"got {padding_mask.dtype}"
-        )
+    check_padding_mask(padding_mask)
     if tuple(padding_mask.shape) != tuple(x.shape[:2]):
         raise ValueError(
             f"expected padding_mask of shape (B, T) = {tuple(x.shape[:2])}, "
@@ -115,6 +111,14 @@ def _check_num_features(num_features: int) -> None:
         raise TypeError(f"expected num_features to be an int, got {num_features!r}")
     if num_features < 1:
         raise ValueError(f"expected num_features >= 1, got {num_features}")
+
+
+def _check_count(name: str, value: object, least: int) -> None:
+    """``value`` must be an int (not a bool or a float) and at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected {name} to be an int, got {value!r}")
+    if value < least:
+        raise ValueError(f"expected {name} >= {least}, got {value}")
 
 
 def _check_eps(eps: float) -> None:
@@ -453,6 +457,133 @@ class MaskedBatchNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
+# --- BN over groups of tokens: two controls of chapters 3 and 5 ----------------------
+
+
+class _GroupBatchNorm(nn.Module):
+    """BN whose training statistics come from groups of tokens; ``_groups`` says which.
+
+    ``_groups(x)`` returns x as (G, n, C): G groups of n tokens. Each group is
+    normalized with its own mean and biased variance. The running statistics (used in
+    eval mode) are updated once per step with the mean over groups of the group means
+    and of the unbiased group variances, momentum as in ``nn.BatchNorm1d``. The padding
+    mask is validated and ignored (these controls are for unpadded windows). Dtypes as
+    in ``norms.py``: float16/bfloat16 x into float32 parameters is computed in float32
+    and returned in x's dtype.
+    """
+
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1
+    ) -> None:
+        super().__init__()
+        _check_num_features(num_features)
+        _check_eps(eps)
+        if momentum is None:  # the update below has no cumulative-average mode
+            raise TypeError("expected momentum to be a float in [0, 1], got None")
+        _check_momentum(momentum)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _groups(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _ungroup(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_stats(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Per-group mean and biased variance, each (G, C), and the tokens per group."""
+        xg = self._groups(x)  # (G, n, C)
+        return xg.mean(dim=1), xg.var(dim=1, unbiased=False), xg.shape[1]
+
+    def forward(
+        self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
+        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        if not self.training:
+            return (
+                (xf - self.running_mean)
+                * torch.rsqrt(self.running_var + self.eps)
+                * self.weight
+                + self.bias
+            ).to(x.dtype)
+        xg = self._groups(xf)  # (G, n, C)
+        mean, var, n = self.batch_stats(xf)  # (G, C), (G, C)
+        with torch.no_grad():  # the mean over groups of unbiased group variances
+            self.running_mean.lerp_(mean.mean(0), self.momentum)
+            self.running_var.lerp_((var * n / (n - 1)).mean(0), self.momentum)
+        yg = (xg - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps)  # (G, n, C)
+        return (self._ungroup(yg, x.shape) * self.weight + self.bias).to(x.dtype)
+
+
+class GhostBatchNorm(_GroupBatchNorm):
+    """BN over "ghost batches" of ``group`` consecutive tokens (Hoffer et al., 2017).
+
+    The B*T tokens of a (B, T, C) batch, in reading order, are cut into groups of
+    ``group`` tokens, each normalized with its own statistics. With T = 32 and
+    group = 8 a group is a quarter of one window; group = B * T is plain BN
+    (``TokenBatchNorm``). A group holds the later tokens of its window, so a token's
+    output depends on the tokens after it (a look-ahead a causal LM can exploit).
+
+    Shape: x (B, T, C) -> (B, T, C); B * T must be a multiple of ``group`` in training.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        group: int = 8,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__(num_features, eps, momentum)
+        _check_count("group", group, 2)
+        self.group = group
+
+    def _groups(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        if (B * T) % self.group:
+            raise ValueError(
+                f"expected B * T to be a multiple of group={self.group}, "
+                f"got B={B}, T={T}"
+            )
+        return x.reshape(B * T // self.group, self.group, C)  # (G, group, C)
+
+    def _ungroup(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return y.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, group={self.group}, momentum={self.momentum}"
+
+
+class PositionBatchNorm(_GroupBatchNorm):
+    """Leak-free BN: statistics per position t over the batch axis only.
+
+    Position t of every sequence is normalized with the mean and variance of the B
+    tokens at position t, which come from B independent windows. No statistic
+    contains a token after t of the same sequence, so a causal LM cannot read its
+    targets from them; the price is only B tokens per statistic. Running statistics
+    are shared by all positions.
+
+    Shape: x (B, T, C) -> (B, T, C); B >= 2 in training.
+    """
+
+    def _groups(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] < 2:
+            raise ValueError(
+                "expected at least 2 sequences per batch (statistics over B), "
+                f"got B={x.shape[0]}"
+            )
+        return x.transpose(0, 1)  # (T, B, C): one group per position
+
+    def _ungroup(self, y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return y.transpose(0, 1)  # (B, T, C)
+
+
 class NoNorm(nn.Module):
     """The identity, with the norm signature: the 'no normalization' baseline."""
 
@@ -477,6 +608,8 @@ NORM_KINDS: dict[str, Callable[..., nn.Module]] = {
     "masked_batch": MaskedBatchNorm,
     "rms": RMSNorm,
     "none": NoNorm,
+    "ghost_batch": GhostBatchNorm,
+    "position_batch": PositionBatchNorm,
 }
 
 
@@ -509,12 +642,29 @@ def make_norm(kind: str, num_features: int, **kwargs) -> nn.Module:
     return NORM_KINDS[kind](num_features, **kwargs)
 
 
-# Every module class that normalizes with batch statistics in training mode: PyTorch's
-# public BatchNorm classes (lazy ones included) and this library's batch norms.
-BATCHNORM_CLASSES: tuple[type[nn.Module], ...] = TORCH_BATCH_NORMS + (
-    nn.LazyBatchNorm1d,
-    nn.LazyBatchNorm2d,
-    nn.LazyBatchNorm3d,
-    MaskedBatchNorm,
-)
-__all__ += ["BATCHNORM_CLASSES"]
+def __getattr__(name: str):
+    """``BATCHNORM_CLASSES``, built on first use (repaired_norms imports this module).
+
+    ``BATCHNORM_CLASSES``: every module class that normalizes with statistics over
+    the batch in training: PyTorch's BatchNorm1d/2d/3d, SyncBatchNorm and their lazy
+    forms, and this library's ``TokenBatchNorm``, ``MaskedBatchNorm``,
+    ``GhostBatchNorm``, ``PositionBatchNorm``, ``RegularizedBatchNorm``,
+    ``BatchRenorm`` and ``PowerNorm``. Use ``isinstance(m, BATCHNORM_CLASSES)``.
+    """
+    if name == "BATCHNORM_CLASSES":
+        from .repaired_norms import BatchRenorm, PowerNorm, RegularizedBatchNorm
+
+        return TORCH_BATCH_NORMS + (
+            nn.LazyBatchNorm1d,
+            nn.LazyBatchNorm2d,
+            nn.LazyBatchNorm3d,
+            TokenBatchNorm,
+            MaskedBatchNorm,
+            _GroupBatchNorm,
+            GhostBatchNorm,
+            PositionBatchNorm,
+            RegularizedBatchNorm,
+            BatchRenorm,
+            PowerNorm,
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

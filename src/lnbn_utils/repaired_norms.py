@@ -246,6 +246,11 @@ class PowerNorm(nn.Module):
         )
 
 
+def _zero_pads(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """x with 0 at pads: no inf/NaN a pad holds reaches a statistic or a gradient."""
+    return x if padding_mask is None else x.masked_fill(padding_mask.unsqueeze(-1), 0)
+
+
 class RegularizedBatchNorm(MaskedBatchNorm):
     """Regularized BN (Wang, Wu & Huang, 2022): masked BN plus a penalty on its TID.
 
@@ -287,7 +292,7 @@ class RegularizedBatchNorm(MaskedBatchNorm):
         if not self.training:
             self.penalty = torch.zeros((), device=x.device)
             return super().forward(x, padding_mask)
-        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        xf = _zero_pads(x.to(self.weight.dtype), padding_mask)  # (B, T, C)
         mean, var, n = self.batch_stats(xf, padding_mask)
         update_running_stats(self, mean, var, n, unbiased=False)  # updated first
         self.penalty = (
@@ -296,6 +301,13 @@ class RegularizedBatchNorm(MaskedBatchNorm):
         )
         y = (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         return y.to(x.dtype)
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles hold the penalty's value, not the step's graph."""
+        state = super().__getstate__()
+        state = dict(state if isinstance(state, dict) else self.__dict__)
+        state["penalty"] = self.penalty.detach()
+        return state
 
     def extra_repr(self) -> str:
         return (
@@ -361,7 +373,7 @@ class BatchRenorm(MaskedBatchNorm):
         check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         if not self.training:
             return super().forward(x, padding_mask)
-        xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
+        xf = _zero_pads(x.to(self.weight.dtype), padding_mask)  # (B, T, C)
         mean, var, n = self.batch_stats(xf, padding_mask)
         sigma_b = (var + self.eps).sqrt()  # (C,)
         sigma_run = (self.running_var + self.eps).sqrt()  # (C,)

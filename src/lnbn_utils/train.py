@@ -48,38 +48,63 @@ class History:
     val_loss_eval_mode: list[float] = field(default_factory=list)
 
 
-@contextmanager
-def evaluating(model: nn.Module, mode: "str | bool" = "eval") -> Iterator[nn.Module]:
-    """Run ``model`` in "eval" or "train" mode inside the block, then undo everything.
+def _train_flag(mode: Any) -> bool:
+    """``mode`` as a train flag: True / "train" -> True, False / "eval" -> False."""
+    if isinstance(mode, bool):
+        return mode
+    if mode in ("train", "eval"):
+        return mode == "train"
+    raise ValueError(f"expected mode 'train' or 'eval' (or a bool), got {mode!r}")
 
-    In "train" mode BatchNorm layers normalize with each batch's own statistics and
-    update their running statistics; every buffer is saved on entry and restored on
-    exit (also after an exception), with the model's train/eval flags, so an
-    evaluation never changes the model. Gradients are not disabled: wrap the
-    block in ``torch.no_grad()`` where they are not needed.
+
+@contextmanager
+def evaluating(model: nn.Module, mode: bool | str = False) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode (train mode if ``mode``) in the block, then undo it.
+
+    ``mode`` is a train flag as in ``model.train(mode)``; "train" and "eval" are
+    accepted too. In train mode BatchNorm layers normalize with each batch's own
+    statistics and update their running statistics; every buffer is saved on
+    entry and restored on exit (also after an exception), with every submodule's
+    train/eval flag, so an evaluation never changes the model. Gradients are not
+    disabled: wrap the block in ``torch.no_grad()`` where they are not needed.
 
     Example:
         >>> norm = torch.nn.BatchNorm1d(3)
-        >>> with evaluating(norm, "train"):
+        >>> with evaluating(norm, True):
         ...     _ = norm(torch.randn(4, 3) + 5)
         >>> norm.running_mean.tolist(), norm.training
         ([0.0, 0.0, 0.0], True)
     """
-    if isinstance(mode, bool):  # evaluating(model, mode=True) is train mode
-        mode = "train" if mode else "eval"
-    if mode not in ("train", "eval"):
-        raise ValueError(f"expected mode 'train' or 'eval' (or a bool), got {mode!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    train_mode = _train_flag(mode)
     flags = {m: m.training for m in model.modules()}
-    saved = [b.detach().clone() for b in model.buffers()]
-    model.train(mode == "train")
+    saved = {
+        m: {k: None if b is None else b.detach().clone() for k, b in m._buffers.items()}
+        for m in model.modules()
+    }
+    model.train(train_mode)
     try:
         yield model
     finally:
-        with torch.no_grad():
-            for keep, live in zip(saved, model.buffers()):
-                live.copy_(keep)
+        _restore_buffers(saved)
         for m, flag in flags.items():
             m.training = flag
+
+
+def _restore_buffers(saved: dict[nn.Module, dict[str, Any]]) -> None:
+    """Put each module's buffers back: in place where the shape still fits."""
+    with torch.no_grad():
+        for m, bufs in saved.items():
+            for k in [k for k in m._buffers if k not in bufs]:
+                del m._buffers[k]  # a buffer that the block added
+            for k, keep in bufs.items():
+                live = m._buffers.get(k)
+                fits = live is not None and keep is not None
+                if fits and live.shape == keep.shape and live.dtype == keep.dtype:
+                    live.copy_(keep)
+                else:
+                    m._buffers[k] = keep
 
 
 @torch.no_grad()
@@ -87,9 +112,9 @@ def evaluate(
     model: nn.Module,
     batches: Sequence[Batch],
     loss_fn: LossFn = lm_loss,
-    mode: str = "eval",
+    mode: bool | str = "eval",
 ) -> float:
-    """Mean loss over fixed ``batches`` in "eval" or "train" mode; model unchanged.
+    """Mean loss over fixed ``batches`` in eval or train mode; model unchanged.
 
     In "train" mode BatchNorm layers use the batch statistics; see ``evaluating``.
     """
