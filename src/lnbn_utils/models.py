@@ -40,7 +40,7 @@ class TransformerConfig:
     position: str = "learned"
     # "gpt2": N(0, 0.02) weights, N(0, 0.01) position embedding, residual projections
     # scaled by 1/sqrt(2 * n_layer) (Radford et al. 2019). "legacy": PyTorch defaults
-    # with N(0, 1) embeddings, the book's first version, kept to show that confound.
+    # with N(0, 1) embeddings, whose position signal dominates a BN statistic (ch. 2).
     init: str = "gpt2"
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ Every module has the book's norm signature ``norm(x, padding_mask=None)`` with
 registered with ``make_norm``:
 
 * ``"power"``: PowerNorm (Shen et al., 2020) as the authors' code runs it;
-  ``"power_simple"``: the simplified variant this book used before.
+  ``"power_simple"``: a simplified variant (no GroupScaling, no warm-up).
 * ``"rbn"``: Regularized BN (Wang, Wu & Huang, 2022), masked BN plus a penalty on
   the gap between batch and running statistics (``stat_penalty``).
 * ``"renorm"``: Batch Renormalization (Ioffe, 2017).
@@ -142,7 +142,7 @@ class PowerNorm(nn.Module):
     backward statistics over all positions, pads included; here over real tokens
     (the same when there are no pads).
 
-    Simplified (``simplified=True``, this book's first version): no GroupScaling,
+    Simplified (``simplified=True``, a common reading of the paper): no GroupScaling,
     no warm-up, the backward divides by the running psi, and Gamma = 1.
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
