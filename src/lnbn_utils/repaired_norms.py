@@ -142,7 +142,7 @@ class PowerNorm(nn.Module):
     backward statistics over all positions, pads included; here over real tokens
     (the same when there are no pads).
 
-    Simplified (``simplified=True``, a common reading of the paper): no GroupScaling,
+    Simplified (``simplified=True``): no GroupScaling,
     no warm-up, the backward divides by the running psi, and Gamma = 1.
 
     Shape: x (B, T, C), padding_mask (B, T) bool or None -> (B, T, C).
