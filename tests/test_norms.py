@@ -724,6 +724,8 @@ def test_masked_bn_accepts_a_non_contiguous_mask():
     torch.testing.assert_close(
         lu.MaskedBatchNorm(C)(x, mask), lu.MaskedBatchNorm(C)(x, mask.contiguous())
     )
+
+
 # --- masked BN: exact against float64, bit-identical with or without pads -----------
 
 
