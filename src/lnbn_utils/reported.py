@@ -33,8 +33,8 @@ def ci_text(iv: Interval, fmt: str = ".3g") -> str:
     no claim).
 
     Example:
-        >>> ci_text(Interval(0.5, 0.2, 0.8))
-        '0.5 [0.2, 0.8]'
+        >>> print(ci_text(Interval(0.5, 0.2, 0.8)))
+        0.5 [0.2, 0.8]
     """
     if not isinstance(iv, Interval):
         raise TypeError(f"expected an lu.Interval, got {type(iv).__name__}")
