@@ -69,3 +69,22 @@ def test_install_cell_stops_on_an_old_torch_without_replacing_it():
     with pytest.raises(ImportError, match=r"torch >= 2\.4; found 2\.1\.0"):
         _run_cell(src, {"torch": "2.1.0"})
     assert "transformers" not in src.split("CHECKS =")[1].split("\n")[0]
+
+
+def _rewriter(store: dict) -> reader_notebooks.Rewriter:
+    return reader_notebooks.Rewriter(store, lambda doc: {}, None, None, "book/x.ipynb")
+
+
+def test_a_glued_figure_becomes_an_attached_image_with_its_alt_text_and_caption():
+    rw = _rewriter({"fig": {"data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}})
+    src = "Intro.\n\n```{glue:figure} fig\n:alt: A line plot\n:name: f1\n\nWhat to see.\n```"
+    out = rw.markdown(src)
+    assert "![A line plot](attachment:fig.png)" in out and "*What to see.*" in out
+    assert rw.attachments == {"fig.png": {"image/png": "iVBOR"}}
+    assert not rw.errors
+
+
+def test_a_figure_glued_inline_is_refused():
+    rw = _rewriter({"fig": {"data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}})
+    with pytest.raises(KeyError, match="glue:figure"):
+        rw.markdown("See {glue}`fig`.")

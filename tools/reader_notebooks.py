@@ -237,6 +237,7 @@ class Rewriter:
             page,
         )
         self.keep_going, self.errors = keep_going, []
+        self.attachments: dict[str, dict] = {}  # images of the cell being rewritten
 
     def glue_text(self, role: str, content: str) -> str:
         from myst_nb.core.variables import (
@@ -257,6 +258,11 @@ class Rewriter:
                 f"{self.page}: glue name {name!r} not glued by the executed notebook"
             )
         data = store[name]["data"]
+        if "image/png" in data and role == "glue":
+            raise KeyError(
+                f"{self.page}: {name!r} is a figure glued inline: show it with a "
+                "{glue:figure} directive (with :alt: and a caption)"
+            )
         if role == "glue:md" and "text/markdown" in data:
             return data["text/markdown"]
         if "text/plain" not in data:
@@ -337,12 +343,29 @@ class Rewriter:
                 out.extend(f"{indent}> {b}".rstrip() for b in body)
             elif name == "math":
                 out.extend([f"{indent}$$", *body, f"{indent}$$"])
+            elif name == "glue:figure":
+                out.extend(
+                    f"{indent}{b}" for b in self.glue_figure(args.strip(), options, body)
+                )
             else:
                 out.extend(lines[i : j + 1])  # unknown directive: --check reports it
                 i = j + 1
                 continue
             i = j + 1
         return out
+
+    def glue_figure(self, key: str, options: dict, caption: list[str]) -> list[str]:
+        """A glued figure as a Markdown image attached to its cell, then its caption."""
+        doc, _, name = key.rpartition("::")
+        store = self.glue_of(doc) if doc else self.glue
+        png = store.get(name, {}).get("data", {}).get("image/png")
+        if png is None:
+            self.errors.append(f"{self.page}: glue:figure {name!r} has no PNG glued")
+            return caption
+        self.attachments[f"{name}.png"] = {"image/png": png}
+        alt = options.get("alt", name).replace("]", ")").replace("[", "(")
+        text = " ".join(c.strip() for c in caption if c.strip())
+        return [f"![{alt}](attachment:{name}.png)", "", f"*{text}*" if text else ""]
 
     def markdown(self, src: str) -> str:
         lines = [ln for ln in src.split("\n") if not LABEL_LINE.match(ln)]
@@ -457,7 +480,10 @@ def reader_copy(
         src = "".join(cell.get("source", ""))
         tags = cell.get("metadata", {}).get("tags", [])
         if cell["cell_type"] == "markdown":
+            rewriter.attachments = {}
             cell["source"] = rewriter.markdown(src)
+            if rewriter.attachments:
+                cell["attachments"] = rewriter.attachments
         elif cell["cell_type"] == "code":
             if nbtool.COLAB_TAG in tags:
                 cell["source"], cell["outputs"], cell["execution_count"] = (

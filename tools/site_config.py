@@ -109,13 +109,18 @@ def configure(repository: str | None, baseurl: str | None, path: Path = CONFIG) 
 
 
 def chapters() -> list[tuple[str, str]]:
-    """``(file, title)`` of every notebook in _toc.yml order."""
+    """``(file, title)`` of every notebook in _toc.yml order, sub-pages included."""
     import json
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [
-        c["file"] for part in toc.get("parts", []) for c in part.get("chapters", [])
-    ]
+
+    def walk(entries):  # a chapter, then its sections (sub-pages), in order
+        for c in entries:
+            if "file" in c:
+                yield c["file"]
+            yield from walk(c.get("sections", []))
+
+    files = [f for part in toc.get("parts", []) for f in walk(part.get("chapters", []))]
     out = []
     for f in files:
         nb = ROOT / f"{f}.ipynb"
