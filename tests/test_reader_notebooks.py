@@ -77,7 +77,10 @@ def _rewriter(store: dict) -> reader_notebooks.Rewriter:
 
 def test_a_glued_figure_becomes_an_attached_image_with_its_alt_text_and_caption():
     rw = _rewriter({"fig": {"data": {"image/png": "iVBOR", "text/plain": "<Figure>"}}})
-    src = "Intro.\n\n```{glue:figure} fig\n:alt: A line plot\n:name: f1\n\nWhat to see.\n```"
+    src = (
+        "Intro.\n\n```{glue:figure} fig\n:alt: A line plot\n:name: f1\n\n"
+        "What to see.\n```"
+    )
     out = rw.markdown(src)
     assert "![A line plot](attachment:fig.png)" in out and "*What to see.*" in out
     assert rw.attachments == {"fig.png": {"image/png": "iVBOR"}}

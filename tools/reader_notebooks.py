@@ -344,9 +344,8 @@ class Rewriter:
             elif name == "math":
                 out.extend([f"{indent}$$", *body, f"{indent}$$"])
             elif name == "glue:figure":
-                out.extend(
-                    f"{indent}{b}" for b in self.glue_figure(args.strip(), options, body)
-                )
+                figure = self.glue_figure(args.strip(), options, body)
+                out.extend(f"{indent}{b}" for b in figure)
             else:
                 out.extend(lines[i : j + 1])  # unknown directive: --check reports it
                 i = j + 1
