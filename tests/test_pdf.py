@@ -93,3 +93,20 @@ def test_check_pdf_reports_missing_chapters_and_characters(printed):
     problems = pdf.check_pdf(out, "计算龘", "Another title", ["Nowhere chapter"])
     text = " ".join(problems)
     assert "Nowhere chapter" in text and "龘" in text and "title page" in text
+
+
+def test_contents_give_each_entry_its_page(printed):
+    from pypdf import PdfReader
+
+    out, stats = printed
+    reader = PdfReader(out)
+    assert stats["toc_numbered"] == stats["toc_entries"] == 4
+    pages = {t: p for _, t, p in reversed(pdf.outline(reader))}
+    assert stats["toc_pages"] == [
+        3,
+        3,
+        pages["1. First chapter"],
+        pages["1.1. A section"],
+    ]
+    contents = reader.pages[1].extract_text()
+    assert " ".join(map(str, stats["toc_pages"])) in " ".join(contents.split())

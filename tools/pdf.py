@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import io
 import logging
 import os
 import re
@@ -68,6 +69,21 @@ pre { margin-top: 0; }
 #lnbn-toc ol { list-style: none; padding-left: 0; }
 #lnbn-toc ol ol { padding-left: 1.5em; font-size: 0.95em; }
 #lnbn-toc a { text-decoration: none; color: inherit; }
+#lnbn-toc .lnbn-toc-page { float: right; padding-left: 1em; }
+"""
+
+# The contents' page numbers, written in after a first print has placed the headings.
+TOC_PAGES_JS = """
+const pages = arguments[0];
+const links = [...document.querySelectorAll('#lnbn-toc a')];
+links.forEach((a, i) => {
+  let s = a.parentElement.querySelector(':scope > .lnbn-toc-page');
+  if (!s) {
+    s = document.createElement('span'); s.className = 'lnbn-toc-page';
+    a.parentElement.insertBefore(s, a);
+  }
+  s.textContent = pages[i] == null ? '' : String(pages[i]);
+});
 """
 
 # The title page, the table of contents (chapters and their sections, linked) and the
@@ -274,31 +290,62 @@ def print_pdf(
             f'{title} &middot; <span class="pageNumber"></span> / '
             '<span class="totalPages"></span></div>'
         )
-        result = driver.execute_cdp_cmd(
-            "Page.printToPDF",
-            {
-                "printBackground": True,
-                "preferCSSPageSize": True,
-                "displayHeaderFooter": True,
-                "headerTemplate": "<div></div>",
-                "footerTemplate": footer,
-                "generateDocumentOutline": True,  # bookmarks from h1..h6
-                "generateTaggedPDF": True,
-            },
+        options = {
+            "printBackground": True,
+            "preferCSSPageSize": True,
+            "displayHeaderFooter": True,
+            "headerTemplate": "<div></div>",
+            "footerTemplate": footer,
+            "generateDocumentOutline": True,  # bookmarks from h1..h6
+            "generateTaggedPDF": True,
+        }
+        entries = driver.execute_script(
+            "return [...document.querySelectorAll('#lnbn-toc a')]"
+            ".map(a => a.textContent);"
         )
+        data, numbers = b"", None
+        for _ in range(3):  # print, number the contents, print again until they agree
+            data = base64.b64decode(
+                driver.execute_cdp_cmd("Page.printToPDF", options)["data"]
+            )
+            found = toc_page_numbers(data, entries)
+            if found == numbers:
+                break
+            numbers = found
+            driver.execute_script(TOC_PAGES_JS, numbers)
     finally:
         driver.quit()
         server.shutdown()
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = base64.b64decode(result["data"])
     out.write_bytes(data)
     stats["pages"] = len(re.findall(rb"/Type\s*/Page[^s]", data))
     stats["bytes"] = len(data)
     stats["toc_chapters"] = chapters
+    stats["toc_pages"] = numbers or []
+    stats["toc_numbered"] = sum(n is not None for n in numbers or [])
+    stats["toc_entries"] = len(entries)
     stats["cjk_text"] = cjk_text
     stats["no_cjk_font"] = no_cjk_font
     rewrite_outline(out, headings)
     return stats
+
+
+def toc_page_numbers(pdf: bytes, entries: list[str]) -> list[int | None]:
+    """The page (from 1, as the footer counts) of each contents entry: the first
+    bookmark at or after the previous match whose letters start with the entry's."""
+    from pypdf import PdfReader
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    marks = [m for m in outline(PdfReader(io.BytesIO(pdf))) if m[2] > 1]  # after p. 1
+    numbers, j = [], 0
+    for entry in entries:
+        key, page = _key(entry)[:24], None
+        for k in range(j, len(marks)):
+            if key and key in _key(marks[k][1]):
+                page, j = marks[k][2], k + 1
+                break
+        numbers.append(page)
+    return numbers
 
 
 CJK_FONT = re.compile(r"CJK|Han|Hei|Song|Ming|WenQuanYi|Droid Sans Fallback", re.I)
@@ -482,6 +529,11 @@ def main(argv: list[str]) -> int:
             "Chinese text drawn without a CJK font (empty boxes; apt-get install "
             f"fonts-noto-cjk): {stats['no_cjk_font']}"
         )
+    if stats["toc_numbered"] < 0.9 * stats["toc_entries"]:
+        problems.append(
+            f"only {stats['toc_numbered']} of {stats['toc_entries']} contents entries "
+            "found their page among the bookmarks"
+        )
     sys.path.insert(0, str(ROOT / "tools"))
     import site_config
 
@@ -495,7 +547,8 @@ def main(argv: list[str]) -> int:
     marks = outline(PdfReader(out))
     print(
         f"outline: {len(marks)} bookmarks, {sum(d == 0 for d, _, _ in marks)} "
-        "at the top level; Chinese text in a CJK font"
+        f"at the top level; contents: {stats['toc_numbered']} of "
+        f"{stats['toc_entries']} entries with their page; Chinese text in a CJK font"
     )
     return 0
 
