@@ -154,7 +154,7 @@ def test_predict_batched_rows_and_errors():
         lu.predict_batched(model, tokens, lengths, [torch.tensor([0])], mode="test")
     with pytest.raises(ValueError, match="expected tokens of shape"):
         lu.predict_batched(model, tokens[:3], lengths, [torch.tensor([0])])
-    with pytest.raises(ValueError, match="length <= T"):
+    with pytest.raises(ValueError, match="expected T >= "):
         lu.predict_batched(model, tokens, lengths, [torch.arange(len(lengths))], T=2)
 
 
@@ -163,9 +163,17 @@ def test_predict_batched_refuses_no_batches_and_restores_on_error():
     with pytest.raises(ValueError, match="at least one batch"):
         lu.predict_batched(model, tokens, lengths, [])
     before = [b.clone() for b in model.buffers()]
-    bad = [torch.arange(8), torch.tensor([len(lengths) + 5])]  # second batch fails
-    with pytest.raises(IndexError):
-        lu.predict_batched(model, tokens, lengths, bad, "train")
+    calls = []
+
+    def fail_on_second_batch(module, args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("second batch fails")
+
+    hook = model.register_forward_pre_hook(fail_on_second_batch)
+    with pytest.raises(RuntimeError, match="second batch fails"):
+        lu.predict_batched(model, tokens, lengths, lu.single_batches(2), "train")
+    hook.remove()
     assert model.training  # classifier() leaves it in train mode: unchanged
     assert all(torch.equal(x, y) for x, y in zip(before, model.buffers()))
 

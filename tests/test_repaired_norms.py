@@ -36,8 +36,8 @@ def test_batch_stat_kinds_refuse_fewer_than_two_real_tokens_in_training(kind):
     "factory, kwargs, match",
     [
         (lu.DyT, {"alpha0": 0.0}, "alpha0 > 0"),
-        (lu.PowerNorm, {"alpha_fwd": 1.0}, "alpha_fwd < 1"),
-        (lu.PowerNorm, {"groups": 3}, "groups >= 1 dividing 8"),
+        (lu.PowerNorm, {"alpha_fwd": 1.0}, "alpha_fwd >= 0 and < 1"),
+        (lu.PowerNorm, {"groups": 3}, "groups dividing num_features=8"),
         (lu.PowerNorm, {"warmup_steps": -1}, "warmup_steps >= 0"),
         (lu.RegularizedBatchNorm, {"penalty_mean": -1.0}, "penalty_mean >= 0"),
         (lu.BatchRenorm, {"r_max": 0.5}, "r_max >= 1"),
@@ -392,6 +392,9 @@ def legacy_forward(norm, x, mask):
     return ((x - mean) / sigma_b * r + d) * norm.weight + norm.bias
 
 
+ZERO_PAD_KINDS = ("rbn", "renorm", "power", "power_simple")  # pads read as 0
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_float32_results_are_bit_identical_to_the_code_before_the_dtype_policy(
@@ -411,7 +414,7 @@ def test_float32_results_are_bit_identical_to_the_code_before_the_dtype_policy(
         training = step < 4
         norm.train(training), old.train(training)
         x = randn(4, 6, C, seed=step) * (1 + step) + step
-        zero_pads = mask is not None and kind in ("rbn", "renorm")  # read as 0
+        zero_pads = mask is not None and kind in ZERO_PAD_KINDS
         if zero_pads:
             x = x.masked_fill(mask.unsqueeze(-1), 0.0)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()

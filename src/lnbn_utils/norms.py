@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._args import check_int
 from .masking import check_padding_mask, real_token_weights
 
 __all__ = [
@@ -111,14 +112,6 @@ def _check_num_features(num_features: int) -> None:
         raise TypeError(f"expected num_features to be an int, got {num_features!r}")
     if num_features < 1:
         raise ValueError(f"expected num_features >= 1, got {num_features}")
-
-
-def _check_count(name: str, value: object, least: int) -> None:
-    """``value`` must be an int (not a bool or a float) and at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected {name} to be an int, got {value!r}")
-    if value < least:
-        raise ValueError(f"expected {name} >= {least}, got {value}")
 
 
 def _check_eps(eps: float) -> None:
@@ -541,7 +534,7 @@ class GhostBatchNorm(_GroupBatchNorm):
         momentum: float = 0.1,
     ) -> None:
         super().__init__(num_features, eps, momentum)
-        _check_count("group", group, 2)
+        check_int("group", group, 2)
         self.group = group
 
     def _groups(self, x: torch.Tensor) -> torch.Tensor:
