@@ -4,10 +4,12 @@ Two measurements, one thread, float32, forward + backward with gradients reset
 between calls:
 
 1. Ratios at (B, T, C) = (16, 128, 256): every norm's time over ``F.batch_norm`` on
-   the (B*T, C) matrix, the reference the targets are stated against
-   (``MaskedBatchNorm`` with a padding mask within 1.2x, ``TokenBatchNorm`` within
-   1.1x). Reference and norm run alternately and the ratio is taken per round, so a
-   busy machine slows both; the median over rounds is printed.
+   the (B*T, C) matrix (``MaskedBatchNorm`` with a padding mask: target 1.5x) and
+   over ``nn.LayerNorm`` (``RMSNorm``: target 2x). All candidates run once per round
+   in a fresh random order and the ratios are taken per round, so a busy machine
+   slows all alike; the median over rounds is printed. Times are the thread's CPU
+   time (``time.thread_time``), which leaves out the time a loaded machine gives to
+   other processes.
 2. Fraction of copy bandwidth at a size beyond the last-level cache: a forward +
    backward pass must at least read x and write y, then read x and the output
    gradient and write dx (5 tensors of x's size). That traffic at the bandwidth of
@@ -68,6 +70,7 @@ def candidates(
     ref_mod = nn.ParameterList([w, b])
     tbn, mbn, mbn0 = lu.TokenBatchNorm(C), lu.MaskedBatchNorm(C), lu.MaskedBatchNorm(C)
     ln, lln, rms = nn.LayerNorm(C), lu.LayerNorm(C), lu.RMSNorm(C)
+    rms_cf = lu.RMSNorm(C, closed_form=True)
     return {
         "F.batch_norm (B*T, C)": (ref_mod, ref),
         "lu.TokenBatchNorm": (tbn, tbn),
@@ -76,23 +79,26 @@ def candidates(
         "nn.LayerNorm": (ln, ln),
         "lu.LayerNorm": (lln, lln),
         "lu.RMSNorm": (rms, rms),
+        "lu.RMSNorm, closed_form": (rms_cf, rms_cf),
     }
 
 
 def fwd_bwd(
     mod: nn.Module | None, fn: Callable, x: torch.Tensor, gy: torch.Tensor
 ) -> float:
-    """Seconds for one forward + backward, gradients reset first."""
+    """CPU seconds of this thread for one forward + backward, gradients reset first."""
     x.grad = None
     if mod is not None:
         mod.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     fn(x).backward(gy)
-    return time.perf_counter() - t0
+    return time.thread_time() - t0
 
 
-def ratios(shape: tuple[int, int, int], rounds: int) -> dict[str, tuple[float, float]]:
-    """label -> (median seconds, median per-round ratio to the reference).
+def ratios(
+    shape: tuple[int, int, int], rounds: int
+) -> dict[str, tuple[float, float, float]]:
+    """label -> (median seconds, median per-round ratios to F.batch_norm and LN).
 
     Every round times each candidate once, in a fresh random order, so slow spells
     of a shared machine fall on all of them alike.
@@ -102,6 +108,7 @@ def ratios(shape: tuple[int, int, int], rounds: int) -> dict[str, tuple[float, f
     ref_label = next(iter(cands))
     times: dict[str, list[float]] = {k: [] for k in cands}
     rel: dict[str, list[float]] = {k: [] for k in cands}
+    rel_ln: dict[str, list[float]] = {k: [] for k in cands}
     order = list(cands)
     rng = random.Random(0)
     for r in range(rounds + 3):  # 3 warm-up rounds
@@ -111,7 +118,9 @@ def ratios(shape: tuple[int, int, int], rounds: int) -> dict[str, tuple[float, f
             for k in cands:
                 times[k].append(t[k])
                 rel[k].append(t[k] / t[ref_label])
-    return {k: (statistics.median(times[k]), statistics.median(rel[k])) for k in cands}
+                rel_ln[k].append(t[k] / t["nn.LayerNorm"])
+    med = statistics.median
+    return {k: (med(times[k]), med(rel[k]), med(rel_ln[k])) for k in cands}
 
 
 def copy_bandwidth(x: torch.Tensor, reps: int) -> float:
@@ -153,9 +162,9 @@ def main() -> None:
     pad = float(case["mask"].float().mean())
     print(f"torch {torch.__version__}, 1 thread, float32, forward + backward")
     print(f"\n1. (B, T, C) = {shape}, {pad:.0%} pads, median of {args.rounds} rounds")
-    print(f"{'':30s}{'ms':>8s}{'x ref':>8s}")
-    for label, (t, r) in ratios(shape, args.rounds).items():
-        print(f"{label:30s}{t * 1e3:8.2f}{r:8.2f}")
+    print(f"{'':30s}{'ms':>8s}{'x F.bn':>8s}{'x LN':>8s}")
+    for label, (t, r, r_ln) in ratios(shape, args.rounds).items():
+        print(f"{label:30s}{t * 1e3:8.2f}{r:8.2f}{r_ln:8.2f}")
     llc = llc_bytes()
     big = args.big_mib * 2**20 if args.big_mib else min(2 * llc, 2**30)
     big_shape, fr = bandwidth_fractions(big, args.big_reps)

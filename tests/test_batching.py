@@ -154,7 +154,7 @@ def test_predict_batched_rows_and_errors():
         lu.predict_batched(model, tokens, lengths, [torch.tensor([0])], mode="test")
     with pytest.raises(ValueError, match="expected tokens of shape"):
         lu.predict_batched(model, tokens[:3], lengths, [torch.tensor([0])])
-    with pytest.raises(ValueError, match="length <= T"):
+    with pytest.raises(ValueError, match="expected T >= "):
         lu.predict_batched(model, tokens, lengths, [torch.arange(len(lengths))], T=2)
 
 
@@ -163,9 +163,17 @@ def test_predict_batched_refuses_no_batches_and_restores_on_error():
     with pytest.raises(ValueError, match="at least one batch"):
         lu.predict_batched(model, tokens, lengths, [])
     before = [b.clone() for b in model.buffers()]
-    bad = [torch.arange(8), torch.tensor([len(lengths) + 5])]  # second batch fails
-    with pytest.raises(IndexError):
-        lu.predict_batched(model, tokens, lengths, bad, "train")
+    calls = []
+
+    def fail_on_second_batch(module, args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("second batch fails")
+
+    hook = model.register_forward_pre_hook(fail_on_second_batch)
+    with pytest.raises(RuntimeError, match="second batch fails"):
+        lu.predict_batched(model, tokens, lengths, lu.single_batches(2), "train")
+    hook.remove()
     assert model.training  # classifier() leaves it in train mode: unchanged
     assert all(torch.equal(x, y) for x, y in zip(before, model.buffers()))
 
@@ -198,3 +206,42 @@ def test_token_budget_batches_partition_within_budget():
 def test_token_budget_batches_refuses_a_budget_below_the_longest():
     with pytest.raises(ValueError, match="longest length 9"):
         lu.token_budget_batches([3, 9], 8, torch.Generator())
+
+
+BAD_BATCHES = [
+    ([torch.tensor([0, 99])], ValueError, "indices in"),  # out of range
+    ([torch.tensor([-3])], ValueError, "indices in"),  # negative
+    ([torch.tensor([0.0, 1.0])], TypeError, "integer indices"),
+    ([torch.tensor([], dtype=torch.long)], ValueError, "non-empty 1-D"),
+    ([torch.tensor([[0, 1]])], ValueError, "non-empty 1-D"),
+    ([[0, 1.5]], TypeError, "list of ints"),
+    (torch.tensor([0, 1]), TypeError, "list of index tensors"),  # not a list
+    ([], ValueError, "at least one batch"),
+]
+
+
+@pytest.mark.parametrize("batches, error, match", BAD_BATCHES)
+def test_batch_indices_are_checked_before_use(batches, error, match):
+    tokens, lengths = dataset()
+    with pytest.raises(error, match=match):
+        lu.batch_token_counts(lengths, batches)
+    with pytest.raises(error, match=match):
+        lu.predict_batched(classifier("layer"), tokens, lengths, batches)
+
+
+def test_predict_batched_refuses_what_would_give_invented_or_wrong_rows():
+    tokens, lengths = dataset()
+    model, batches = classifier("layer"), [torch.arange(4)]
+    longer = lengths.clone()
+    longer[0] = tokens.shape[1] + 3  # a sequence longer than its token row
+    with pytest.raises(ValueError, match="lengths <= the token rows' length"):
+        lu.predict_batched(model, tokens, longer, batches, T=tokens.shape[1] + 3)
+    with pytest.raises(TypeError, match="tokens to be a torch.Tensor"):
+        lu.predict_batched(model, tokens.tolist(), lengths, batches)
+    with pytest.raises(TypeError, match="integer token ids"):
+        lu.predict_batched(model, tokens.float(), lengths, batches)
+    lm = lu.TinyTransformer(lu.TransformerConfig(vocab_size=16, block_size=40))
+    with pytest.raises(ValueError, match="expected a classifier"):
+        lu.predict_batched(lm, tokens, lengths, batches)
+    with pytest.raises(TypeError, match="pad_id to be an int"):
+        lu.predict_batched(model, tokens, lengths, batches, pad_id=0.5)

@@ -299,3 +299,20 @@ def test_stability_run_on_padded_lines_and_final_norm(corpus):
     assert isinstance(m.norm_f, lu.LayerNorm) and isinstance(
         m.blocks[0].norm1, lu.NoNorm
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"seed": 1.5}, "seed"),
+        ({"seed": "0"}, "seed"),
+        ({"steps": 1.5}, "steps"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"block_size": 8.0}, "block_size"),
+    ],
+)
+def test_train_char_lm_refuses_numbers_that_are_not_ints(corpus, kwargs, name):
+    args = dict(batch_size=2, block_size=8, steps=1, seed=0, n_val_batches=0)
+    args.update(kwargs)
+    with pytest.raises(TypeError, match=f"expected {name} to be an int"):
+        lu.train_char_lm(corpus, "layer", **args)

@@ -143,3 +143,9 @@ def test_attention_mask_refuses_masks_of_another_length():
         lu.attention_mask(None, 4, causal=True, doc_ids=doc_ids)
     with pytest.raises(ValueError, match=r"padding_mask of shape \(B, T=4\), got"):
         lu.attention_mask(doc_ids < 0, 4, causal=True)
+
+
+def test_attention_mask_refuses_a_padding_mask_of_another_shape_than_doc_ids():
+    docs = torch.tensor([[0, 0, 1, -1], [2, 2, 2, 2]])
+    with pytest.raises(ValueError, match="doc_ids' shape"):
+        lu.attention_mask(torch.zeros(3, 4, dtype=torch.bool), 4, True, docs)

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -143,10 +145,7 @@ def test_position_options_without_embedding(position):
         assert moved < 1e-5, moved
     else:  # rotary positions make order matter
         assert moved > 1e-6, moved
-    before = model(idx)
-    with torch.no_grad():
-        model.pos_emb.weight.normal_()  # the (unused) embedding table has no effect
-    torch.testing.assert_close(model(idx), before)
+    assert model.pos_emb is None  # no table that nothing would train
 
 
 def test_rotary_lm_is_causal_and_rejects_odd_heads():
@@ -242,3 +241,83 @@ def test_rotary_positions_argument_defaults_to_arange():
     x = torch.randn(2, 3, 5, 8)
     pos = torch.arange(5).expand(2, 5)
     assert torch.equal(lu.apply_rotary(x, positions=pos), lu.apply_rotary(x))
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary", "none"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_models_run_in_half_precision_for_every_position(position, dtype):
+    torch.manual_seed(0)
+    model = tiny(position=position).eval()
+    idx = torch.randint(11, (2, 9))
+    ref = model(idx)
+    half = copy.deepcopy(model).to(dtype)
+    out = half(idx)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
+    q = torch.randn(2, 2, 9, 8).to(dtype)
+    assert lu.apply_rotary(q).dtype == dtype
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"n_classes": 0}, ValueError, "n_classes"),
+        ({"n_classes": -2}, ValueError, "n_classes"),
+        ({"n_classes": 2.0}, TypeError, "n_classes"),
+        ({"n_head": 0}, ValueError, "n_head >= 1"),
+        ({"n_head": 2.0}, TypeError, "n_head to be an int"),
+        ({"n_embd": True}, TypeError, "n_embd to be an int"),
+        ({"vocab_size": 0}, ValueError, "vocab_size >= 1"),
+        ({"causal": 1}, TypeError, "causal to be a bool"),
+    ],
+)
+def test_config_refuses_sizes_that_are_not_positive_ints(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lu.TransformerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("position", ["rotary", "none"])
+def test_no_position_table_without_learned_positions(position):
+    """Nothing unused is built; every other weight is what a learned model gets."""
+    torch.manual_seed(3)
+    model = tiny(position=position)
+    torch.manual_seed(3)
+    learned = tiny(position="learned")
+    assert model.pos_emb is None
+    state, ref = model.state_dict(), learned.state_dict()
+    assert set(ref) - set(state) == {"pos_emb.weight"}
+    assert all(torch.equal(state[k], ref[k]) for k in state)
+    model(torch.randint(11, (2, 9))).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())  # DDP-safe
+    model.load_state_dict(ref)  # a stored table is ignored, strictly
+    assert lu.TransformerConfig.__doc__.startswith("Shape and design choices")
+
+
+def test_language_model_takes_packed_rows_with_any_document_ids():
+    torch.manual_seed(0)
+    model = tiny().eval()
+    idx = torch.randint(1, 11, (2, 6))
+    docs = torch.tensor([[0, 0, 1, 1, 1, -1], [2, 2, 2, 3, -1, -1]])
+    shifted = torch.where(docs >= 0, docs + 7, -1)  # rows 2..3 of a larger batch
+    torch.testing.assert_close(model(idx, doc_ids=shifted), model(idx, doc_ids=docs))
+    classifier = tiny(n_classes=2, causal=False)
+    with pytest.raises(ValueError, match="each document 0..D-1"):
+        classifier(idx, doc_ids=shifted)
+    split = torch.tensor([[0, 0, 1, 0, -1, -1], [2, 2, 2, 3, -1, -1]])
+    with pytest.raises(ValueError, match="one contiguous run"):
+        model(idx, doc_ids=split)
+
+
+@pytest.mark.parametrize(
+    "positions, error",
+    [
+        (torch.arange(5), ValueError),  # (T,) instead of (B, T)
+        (torch.zeros(2, 4, dtype=torch.long), ValueError),  # wrong T
+        (torch.zeros(3, 5, dtype=torch.long), ValueError),  # wrong B
+        (torch.zeros(2, 5, dtype=torch.bool), TypeError),
+        ([[0, 1, 2, 3, 4]] * 2, TypeError),
+    ],
+)
+def test_apply_rotary_refuses_positions_that_do_not_fit(positions, error):
+    with pytest.raises(error, match="positions"):
+        lu.apply_rotary(torch.randn(2, 2, 5, 4), positions=positions)

@@ -805,3 +805,41 @@ def test_batchnorm_classes_cover_every_batch_normalizing_module():
         assert isinstance(lu.make_norm(kind, 4), BATCHNORM_CLASSES)
     assert isinstance(nn.LazyBatchNorm1d(), BATCHNORM_CLASSES)
     assert not isinstance(lu.make_norm("layer", 4), BATCHNORM_CLASSES)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rmsnorm_closed_form_equals_the_default_to_rounding(dtype):
+    default, closed = lu.RMSNorm(C), lu.RMSNorm(C, closed_form=True)
+    with torch.no_grad():
+        default.weight.uniform_(0.5, 1.5)
+        closed.weight.copy_(default.weight)
+    x = (randn(4, 7, C) * 3 + 1).to(dtype)
+    x = x.transpose(0, 1).contiguous().transpose(0, 1)  # non-contiguous input
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = default(xa), closed(xb)
+    g = randn(4, 7, C, seed=1).to(dtype)
+    ya.backward(g), yb.backward(g)
+    assert yb.dtype == dtype and xb.grad.dtype == dtype
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+    torch.testing.assert_close(yb, ya, **tol)
+    torch.testing.assert_close(xb.grad, xa.grad, **tol)
+    torch.testing.assert_close(closed.weight.grad, default.weight.grad, **tol)
+
+
+def test_rmsnorm_closed_form_passes_gradcheck_and_saves_x_and_one_statistic():
+    norm = lu.RMSNorm(5, closed_form=True).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    w = norm.weight.detach().clone().requires_grad_()
+
+    def f(x, w):
+        return torch.func.functional_call(norm, {"weight": w}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w))
+    B, T = 8, 16
+    x = torch.randn(B, T, C, requires_grad=True)
+    saved = lu.saved_tensor_bytes(lu.RMSNorm(C, closed_form=True), x)
+    assert saved == x.numel() * 4 + C * 4 + B * T * 4  # x, weight, 1/rms per token
+    with pytest.raises(TypeError, match="closed_form to be a bool"):
+        lu.RMSNorm(C, closed_form=1)

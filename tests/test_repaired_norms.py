@@ -36,8 +36,8 @@ def test_batch_stat_kinds_refuse_fewer_than_two_real_tokens_in_training(kind):
     "factory, kwargs, match",
     [
         (lu.DyT, {"alpha0": 0.0}, "alpha0 > 0"),
-        (lu.PowerNorm, {"alpha_fwd": 1.0}, "alpha_fwd < 1"),
-        (lu.PowerNorm, {"groups": 3}, "groups >= 1 dividing 8"),
+        (lu.PowerNorm, {"alpha_fwd": 1.0}, "alpha_fwd >= 0 and < 1"),
+        (lu.PowerNorm, {"groups": 3}, "groups dividing num_features=8"),
         (lu.PowerNorm, {"warmup_steps": -1}, "warmup_steps >= 0"),
         (lu.RegularizedBatchNorm, {"penalty_mean": -1.0}, "penalty_mean >= 0"),
         (lu.BatchRenorm, {"r_max": 0.5}, "r_max >= 1"),
@@ -392,6 +392,9 @@ def legacy_forward(norm, x, mask):
     return ((x - mean) / sigma_b * r + d) * norm.weight + norm.bias
 
 
+ZERO_PAD_KINDS = ("rbn", "renorm", "power", "power_simple")  # pads read as 0
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_float32_results_are_bit_identical_to_the_code_before_the_dtype_policy(
@@ -411,7 +414,7 @@ def test_float32_results_are_bit_identical_to_the_code_before_the_dtype_policy(
         training = step < 4
         norm.train(training), old.train(training)
         x = randn(4, 6, C, seed=step) * (1 + step) + step
-        zero_pads = mask is not None and kind in ("rbn", "renorm")  # read as 0
+        zero_pads = mask is not None and kind in ZERO_PAD_KINDS
         if zero_pads:
             x = x.masked_fill(mask.unsqueeze(-1), 0.0)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -444,3 +447,64 @@ def test_momentum_none_is_the_cumulative_average(kind):
         norm(x)
     torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0))
     torch.testing.assert_close(norm.running_var, torch.stack(variances).mean(0))
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, name",
+    [
+        (lu.DyT, {"alpha0": float("inf")}, "alpha0"),
+        (lu.DyT, {"alpha0": float("nan")}, "alpha0"),
+        (lu.BatchRenorm, {"r_max": float("nan")}, "r_max"),
+        (lu.BatchRenorm, {"r_max": float("inf")}, "r_max"),
+        (lu.BatchRenorm, {"d_max": float("nan")}, "d_max"),
+        (lu.RegularizedBatchNorm, {"penalty_mean": float("nan")}, "penalty_mean"),
+        (lu.RegularizedBatchNorm, {"penalty_var": float("inf")}, "penalty_var"),
+        (lu.PowerNorm, {"alpha_fwd": float("nan")}, "alpha_fwd"),
+        (lu.PowerNorm, {"alpha_bkw": float("inf")}, "alpha_bkw"),
+    ],
+)
+def test_non_finite_hyperparameters_are_refused_at_construction(factory, kwargs, name):
+    """NaN/inf settings would give NaN outputs steps later: refused, named, at once."""
+    with pytest.raises(ValueError, match=f"finite {name}"):
+        factory(C, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: lu.PowerNorm(C, groups=2.0), "groups"),
+        (lambda: lu.PowerNorm(C, warmup_steps=1.5), "warmup_steps"),
+        (lambda: lu.BatchRenorm(C, warmup_steps=2.5), "warmup_steps"),
+        (lambda: lu.GhostBatchNorm(C, group=2.5), "group"),
+        (lambda: lu.group_scale(randn(1, 2, C), 2.0), "groups"),
+        (lambda: lu.DyT(C, alpha0="0.5"), "alpha0"),
+        (lambda: lu.RegularizedBatchNorm(C, penalty_mean=True), "penalty_mean"),
+    ],
+)
+def test_counts_and_rates_of_the_wrong_type_are_refused_naming_the_argument(
+    build, name
+):
+    with pytest.raises(TypeError, match=f"expected {name} to be"):
+        build()
+
+
+@pytest.mark.parametrize("simplified", [False, True])
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf")])
+def test_powernorm_pads_holding_nan_or_inf_reach_no_gradient_or_buffer(
+    simplified, garbage
+):
+    mask = lu.lengths_to_padding_mask(torch.tensor([5, 3, 4]), 5)
+    norm = lu.PowerNorm(C, simplified=simplified, warmup_steps=1)
+    clean = copy.deepcopy(norm)
+    for step in range(3):  # warm-up, then the running statistic; nu updated each step
+        x = randn(3, 5, C, seed=step)
+        dirty = x.masked_fill(mask.unsqueeze(-1), garbage).requires_grad_()
+        x = x.masked_fill(mask.unsqueeze(-1), 0.0).requires_grad_()
+        g = randn(3, 5, C, seed=10 + step).masked_fill(mask.unsqueeze(-1), 0.0)
+        (norm(dirty, mask) * g).sum().backward()
+        (clean(x, mask) * g).sum().backward()
+        assert torch.equal(dirty.grad, x.grad), step
+        assert torch.equal(norm.nu, clean.nu) and torch.isfinite(norm.nu).all()
+        assert torch.equal(norm.running_phi, clean.running_phi)
+        for a, b in zip(norm.parameters(), clean.parameters()):
+            assert torch.equal(a.grad, b.grad), step

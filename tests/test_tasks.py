@@ -35,3 +35,38 @@ def test_majority_task_rejects_bad_arguments():
         lu.MajorityTask(marker_prob=0.0)
     with pytest.raises(ValueError, match="lengths >= 2"):
         lu.MajorityTask(min_len=2).batch(2, torch.Generator(), lengths=[1, 3])
+
+
+TASKS = [lu.MajorityTask(), lu.VariableLengthTask()]
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: type(t).__name__)
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((0,), {}, ValueError, "batch_size >= 1"),
+        ((-1,), {}, ValueError, "batch_size >= 1"),
+        ((2.5,), {}, TypeError, "batch_size to be an int"),
+        ((2,), {"lengths": []}, ValueError, "one length per sequence"),
+        ((4,), {"lengths": [5, 6]}, ValueError, "one length per sequence"),
+        ((2,), {"lengths": [5.0, 6.0]}, TypeError, "integer lengths"),
+        ((2,), {"lengths": [0, 6]}, ValueError, "lengths >= "),
+        ((2,), {"T": -1}, ValueError, "T"),
+    ],
+)
+def test_batch_refuses_bad_sizes_and_lengths(task, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        task.batch(*args, torch.Generator().manual_seed(0), **kwargs)
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: type(t).__name__)
+def test_batch_refuses_a_generator_that_is_not_one(task):
+    with pytest.raises(TypeError, match="torch.Generator"):
+        task.batch(2, 0)
+
+
+def test_both_tasks_live_in_tasks_and_keep_their_import_paths():
+    from lnbn_utils.data import VariableLengthTask
+
+    assert VariableLengthTask is lu.tasks.VariableLengthTask is lu.VariableLengthTask
+    assert {"MajorityTask", "VariableLengthTask"} <= set(lu.tasks.__all__)

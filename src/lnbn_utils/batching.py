@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ._args import check_index_batches, check_int
 from .masking import integer_lengths, lengths_to_padding_mask
 from .train import evaluating
 
@@ -133,8 +134,7 @@ def batch_token_counts(
         fraction of batch i is ``1 - real[i] / padded[i]``.
     """
     lengths = _check_lengths(lengths)
-    if len(batches) == 0:
-        raise ValueError("expected at least one batch, got an empty list")
+    batches = check_index_batches(batches, len(lengths))
     real = torch.stack([lengths[b].sum() for b in batches])
     padded = torch.stack([lengths[b].max() * len(b) for b in batches])
     return real, padded
@@ -180,13 +180,17 @@ def predict_batched(
         raise ValueError(
             f"expected tokens of shape (N={len(lengths)}, T), got {tuple(tokens.shape)}"
         )
-    if len(lengths) and int(lengths.max()) > tokens.shape[1]:
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex:
+        raise TypeError(f"expected integer token ids, got dtype {tokens.dtype}")
+    if int(lengths.max()) > tokens.shape[1]:
         raise ValueError(
             f"expected lengths <= the token rows' length {tokens.shape[1]}, "
             f"got a length of {int(lengths.max())}"
         )
-    if len(batches) == 0:
-        raise ValueError("expected at least one batch, got an empty list")
+    batches = check_index_batches(batches, len(lengths))
+    if T is not None:  # at least the longest sequence predicted
+        check_int("T", T, max(int(lengths[b].max()) for b in batches))
+    check_int("pad_id", pad_id)
     out: Optional[torch.Tensor] = None
     with evaluating(model, mode):
         for b in batches:
@@ -196,8 +200,22 @@ def predict_batched(
             n = min(Tb, tokens.shape[1])
             x[:, :n] = tokens[b, :n].masked_fill(mask[:, :n], pad_id)
             logits = model(x, mask)  # (B, n_classes)
+            if (
+                not torch.is_tensor(logits)
+                or logits.shape[:1] != b.shape
+                or logits.dim() != 2
+            ):
+                raise ValueError(
+                    "expected a classifier returning (B, n_classes) logits, got "
+                    f"{_shape_of(logits)} for B={len(b)} (a language model's "
+                    "logits are (B, T, vocab_size))"
+                )
             if out is None:
                 out = torch.full((len(lengths), logits.shape[-1]), float("nan"))
             out[b] = logits
     assert out is not None
     return out
+
+
+def _shape_of(out: object) -> str:
+    return f"shape {tuple(out.shape)}" if torch.is_tensor(out) else type(out).__name__

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._args import check_int
 from .data import CharCorpus
 from .models import TinyTransformer, TransformerConfig
 from .norms import (  # noqa: F401  (the two BN controls live in norms.py)
@@ -144,11 +145,11 @@ def train_char_lm(
     Returns: ``CharLMRun(model, history, tid)``; ``tid`` is a ``TIDRecorder`` when
     ``record_tid`` is True (the model must then have BN-like layers), else None.
     """
-    if batch_size < 1 or block_size < 2 or n_val_batches < 0:
-        raise ValueError(
-            "expected batch_size >= 1, block_size >= 2, n_val_batches >= 0, "
-            f"got {batch_size}, {block_size}, {n_val_batches}"
-        )
+    check_int("batch_size", batch_size, 1)
+    check_int("block_size", block_size, 2)
+    check_int("n_val_batches", n_val_batches, 0)
+    check_int("seed", seed)
+    check_int("steps", steps, 1)
     g_val = torch.Generator().manual_seed(
         seed + 7919
     )  # validation windows: fixed per seed

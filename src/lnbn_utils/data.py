@@ -1,15 +1,18 @@
-"""Data without downloads: English text shipped with Python, and a synthetic task."""
+"""Text without downloads: English shipped with Python, as a character corpus.
+
+``VariableLengthTask`` lives in ``tasks.py`` with the other synthetic task (it is
+still importable from here).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
-from .masking import lengths_to_padding_mask
+from .tasks import VariableLengthTask  # noqa: F401  (its import path here)
 
-__all__ = ["load_text", "CharCorpus", "VariableLengthTask"]
+__all__ = ["load_text", "CharCorpus"]
 
 
 def load_text() -> str:
@@ -86,92 +89,3 @@ class CharCorpus:
         )
         idx = starts[:, None] + torch.arange(block_size)  # (B, T)
         return data[idx], data[idx + 1]
-
-
-@dataclass(frozen=True)
-class VariableLengthTask:
-    """Synthetic variable-length classification: which marker token is in the majority?
-
-    Each sequence has a label y in {0, 1}. Every position is, with probability
-    ``marker_prob``, a marker token (token 1 + y with probability ``marker_bias``,
-    the other marker otherwise), and else a noise token from 3..vocab_size-1. Token 0
-    is padding. Longer sequences carry more evidence, so length matters, and a
-    mean-pooled classifier can solve it. Lengths are drawn from ``length_probs``
-    (weights over min_len..max_len; uniform when None).
-    """
-
-    vocab_size: int = 16
-    min_len: int = 4
-    max_len: int = 32
-    marker_prob: float = 0.3
-    marker_bias: float = 0.75
-    length_probs: Optional[tuple[float, ...]] = None
-
-    PAD = 0
-
-    def __post_init__(self) -> None:
-        if self.vocab_size < 4:
-            raise ValueError(
-                "expected vocab_size >= 4 (pad, two markers, noise), "
-                f"got {self.vocab_size}"
-            )
-        if not 1 <= self.min_len <= self.max_len:
-            raise ValueError(
-                f"expected 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
-            )
-        for name in ("marker_prob", "marker_bias"):
-            p = getattr(self, name)
-            if isinstance(p, bool) or not isinstance(p, (int, float)):
-                raise TypeError(f"expected {name} to be a float, got {p!r}")
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"expected a probability 0 <= {name} <= 1, got {p!r}")
-        n = self.max_len - self.min_len + 1
-        if self.length_probs is None:
-            return
-        probs = self.length_probs
-        if len(probs) != n:
-            raise ValueError(
-                f"expected {n} length_probs (one per length "
-                f"{self.min_len}..{self.max_len}), got {len(probs)}"
-            )
-        if not all(0.0 <= p <= 1.0 for p in probs) or not sum(probs) > 0:
-            raise ValueError(
-                "expected length_probs in [0, 1] with a positive sum, "
-                f"got {tuple(probs)}"
-            )
-
-    def sample_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        probs = (
-            torch.ones(self.max_len - self.min_len + 1)
-            if self.length_probs is None
-            else torch.tensor(self.length_probs)
-        )
-        return self.min_len + torch.multinomial(
-            probs, n, replacement=True, generator=generator
-        )
-
-    def batch(
-        self,
-        batch_size: int,
-        generator: torch.Generator,
-        lengths: Optional[torch.Tensor | Sequence[int]] = None,
-        T: Optional[int] = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokens (B, T) padded with 0, padding_mask (B, T) (True: pad), labels (B,)."""
-        lengths = (
-            self.sample_lengths(batch_size, generator)
-            if lengths is None
-            else torch.as_tensor(lengths)
-        )
-        T = int(lengths.max()) if T is None else T
-        mask = lengths_to_padding_mask(lengths, T)  # validates lengths <= T
-        B = len(lengths)
-        labels = torch.randint(2, (B,), generator=generator)
-        u = torch.rand(B, T, generator=generator)
-        noise = torch.randint(3, self.vocab_size, (B, T), generator=generator)
-        agree = torch.rand(B, T, generator=generator) < self.marker_bias
-        marker = torch.where(agree, 1 + labels[:, None], 2 - labels[:, None])
-        tokens = torch.where(u < self.marker_prob, marker, noise).masked_fill(
-            mask, self.PAD
-        )
-        return tokens, mask, labels

@@ -234,7 +234,8 @@ def fold_layernorm_model(model: TinyTransformer) -> TinyTransformer:
     folded = copy.deepcopy(model).eval()
     with torch.no_grad():
         for emb in (folded.tok_emb, folded.pos_emb):  # (rows, C): center each row
-            emb.weight -= emb.weight.mean(dim=1, keepdim=True)
+            if emb is not None:  # no position table with rotary or "none" positions
+                emb.weight -= emb.weight.mean(dim=1, keepdim=True)
         for blk in folded.blocks:
             _center_rows(blk.attn.proj.weight, blk.attn.proj.bias)
             _center_rows(blk.mlp[2].weight, blk.mlp[2].bias)

@@ -252,6 +252,12 @@ def attention_mask(
             f"expected a padding_mask of shape (B, T={T}), "
             f"got shape {tuple(padding_mask.shape)}"
         )
+    if doc_ids is not None and padding_mask is not None:
+        if padding_mask.shape != doc_ids.shape:
+            raise ValueError(
+                f"expected padding_mask of doc_ids' shape {tuple(doc_ids.shape)}, "
+                f"got shape {tuple(padding_mask.shape)}"
+            )
     allowed = None
     if causal:
         allowed = torch.ones(T, T, dtype=torch.bool).tril()[None, None]  # (1, 1, T, T)

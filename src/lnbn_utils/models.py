@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._args import check_int
 from .masking import attention_mask, document_positions
 from .norms import make_norm
 
@@ -19,6 +20,28 @@ POSITIONS = ("learned", "rotary", "none")
 
 @dataclass(frozen=True)
 class TransformerConfig:
+    """Shape and design choices of a ``TinyTransformer`` (frozen, validated).
+
+    Args:
+        vocab_size: token ids are 0..vocab_size-1.
+        block_size: the longest sequence (rows of the learned position table).
+        n_layer, n_head, n_embd: blocks, attention heads, channels C (n_embd must
+            be divisible by n_head; an even head size for rotary positions).
+        norm: any ``make_norm`` kind ("layer", "batch", "masked_batch", "rms", ...).
+        norm_position: "pre" (x + f(norm(x))) or "post" (norm(x + f(x))).
+        causal: causal attention (a language model) or not (a classifier).
+        n_classes: None for a language-model head over the vocabulary, else an
+            int >= 1: a classifier head on the mean over real tokens.
+        mlp_ratio: the MLP's hidden width is mlp_ratio * n_embd.
+        position: "learned", "rotary" or "none" (see the comments below).
+        init: "gpt2" or "legacy" (see the comments below).
+
+    Example:
+        >>> cfg = TransformerConfig(vocab_size=16, n_classes=2, causal=False)
+        >>> TinyTransformer(cfg)(torch.zeros(3, 5, dtype=torch.long)).shape
+        torch.Size([3, 2])
+    """
+
     vocab_size: int = 64
     block_size: int = 64  # longest sequence the position embedding covers
     n_layer: int = 2
@@ -44,6 +67,13 @@ class TransformerConfig:
     init: str = "gpt2"
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_int(name, getattr(self, name), 1)
+        check_int("mlp_ratio", self.mlp_ratio, 1)
+        if self.n_classes is not None:
+            check_int("n_classes (None for a language model)", self.n_classes, 1)
+        if not isinstance(self.causal, bool):
+            raise TypeError(f"expected causal to be a bool, got {self.causal!r}")
         if self.position not in POSITIONS:
             raise ValueError(f"expected position in {POSITIONS}, got {self.position!r}")
         if self.init not in ("gpt2", "legacy"):
@@ -62,16 +92,6 @@ class TransformerConfig:
                 "expected an even head size for rotary positions, got "
                 f"n_embd // n_head = {self.n_embd // self.n_head}"
             )
-        for name in (
-            "vocab_size",
-            "block_size",
-            "n_layer",
-            "n_head",
-            "n_embd",
-            "mlp_ratio",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"expected {name} >= 1, got {getattr(self, name)}")
 
 
 def apply_rotary(
@@ -88,21 +108,52 @@ def apply_rotary(
         x: (B, nh, T, hs) with an even head size hs; returns the same shape.
         positions: optional (B, T) position of each token (default 0..T-1), e.g.
         restarting at each packed document (``masking.document_positions``).
+
+    The angles and the rotation are computed in float32 (float64 for float64 ``x``);
+    the result has ``x``'s dtype.
     """
+    _check_rotary_args(x, positions)
     T, hs = x.shape[-2], x.shape[-1]
-    if hs % 2:
-        raise ValueError(f"expected an even head size for rotary positions, got {hs}")
-    i = torch.arange(0, hs, 2, dtype=torch.float32, device=x.device)  # (hs/2,)
+    dtype = torch.promote_types(x.dtype, torch.float32)  # float16/bfloat16 -> float32
+    i = torch.arange(0, hs, 2, dtype=dtype, device=x.device)  # (hs/2,)
     inv_freq = base ** (-i / hs)  # one frequency per channel pair
     if positions is None:
         positions = torch.arange(T, device=x.device)  # (T,)
     else:
         positions = positions[:, None]  # (B, 1, T): the same for every head
-    angle = positions.to(torch.float32)[..., None] * inv_freq  # (..., T, hs/2)
+    angle = positions.to(dtype)[..., None] * inv_freq  # (..., T, hs/2)
     cos, sin = angle.cos(), angle.sin()
     cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)  # (..., T, hs)
-    x1, x2 = x[..., : hs // 2], x[..., hs // 2 :]
-    return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # (B, nh, T, hs)
+    xf = x.to(dtype)
+    x1, x2 = xf[..., : hs // 2], xf[..., hs // 2 :]
+    y = xf * cos + torch.cat([-x2, x1], dim=-1) * sin  # (B, nh, T, hs)
+    return y.to(x.dtype)
+
+
+def _check_rotary_args(x: torch.Tensor, positions: Optional[torch.Tensor]) -> None:
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"expected x to be a floating-point torch.Tensor, got {got}")
+    if x.dim() < 2 or x.shape[-1] % 2 or (positions is not None and x.dim() != 4):
+        raise ValueError(
+            "expected x of shape (B, nh, T, hs) with an even head size hs, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if positions is None:
+        return
+    if not isinstance(positions, torch.Tensor) or positions.dtype in (
+        torch.bool,
+        torch.complex64,
+        torch.complex128,
+    ):
+        got = positions.dtype if torch.is_tensor(positions) else type(positions)
+        raise TypeError(f"expected positions to be a real torch.Tensor, got {got}")
+    want = (x.shape[0], x.shape[2])
+    if tuple(positions.shape) != want:
+        raise ValueError(
+            f"expected positions of shape (B, T) = {want}, "
+            f"got shape {tuple(positions.shape)}"
+        )
 
 
 class SelfAttention(nn.Module):
@@ -180,7 +231,13 @@ class TinyTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        # Only "learned" positions have a table; with "rotary" or "none" nothing
+        # would train one (and plain DistributedDataParallel refuses such a model).
+        self.pos_emb: Optional[nn.Embedding] = None
+        if cfg.position == "learned":
+            self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        else:
+            self._draw_position_table()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         # Pre-norm stacks end with a final norm (GPT-2); post-norm outputs already are.
         self.norm_f = make_norm(
@@ -189,6 +246,15 @@ class TinyTransformer(nn.Module):
         self.head = nn.Linear(cfg.n_embd, cfg.n_classes or cfg.vocab_size)
         if cfg.init == "gpt2":
             self._init_gpt2()
+        self.register_load_state_dict_pre_hook(_drop_position_table)
+
+    def _draw_position_table(self) -> None:
+        """Draw the random numbers a (block_size, C) table's initialization draws.
+
+        The draws are discarded. A model without a position table then gets the
+        same weights everywhere else as one with a learned table, from the same seed.
+        """
+        torch.empty(self.cfg.block_size, self.cfg.n_embd).normal_()
 
     def _init_gpt2(self) -> None:
         """GPT-2's initialization: small embeddings, scaled residual projections."""
@@ -198,7 +264,12 @@ class TinyTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
-        nn.init.normal_(self.pos_emb.weight, std=0.01)
+            if module is self.tok_emb and self.pos_emb is None:
+                self._draw_position_table()  # where the table would come next
+        if self.pos_emb is None:
+            self._draw_position_table()
+        else:
+            nn.init.normal_(self.pos_emb.weight, std=0.01)
         for block in self.blocks:  # the two layers that write into the residual stream
             for proj in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(proj.weight, std=0.02 / (2 * self.cfg.n_layer) ** 0.5)
@@ -219,6 +290,7 @@ class TinyTransformer(nn.Module):
                 ``doc_ids < 0``). Attention stays inside each document and positions
                 restart at 0 for each, so a document's outputs are what it would get
                 alone, up to the batch statistics of BatchNorm-like norms. A
+                language model takes any ids >= 0 (a minibatch of packed rows); a
                 classifier returns one row of logits per document, (D, n_classes),
                 for documents numbered 0..D-1.
             cross_document: with ``doc_ids``, naive packing instead: attention and
@@ -298,10 +370,15 @@ class TinyTransformer(nn.Module):
         first[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
         D = int(doc_ids.max()) + 1
         starts = torch.bincount(doc_ids[first & ~pads], minlength=D)
+        if self.cfg.n_classes is None:  # an LM: any ids, e.g. a minibatch of rows
+            starts = starts[starts > 0]
+            want = "each document"
+        else:  # a classifier returns one row of logits per document 0..D-1
+            want = "each document 0..D-1"
         if not bool((starts == 1).all()):
             raise ValueError(
-                "expected each document 0..D-1 to be one contiguous run of tokens in "
-                f"one row, got run counts {starts.tolist()[:8]} for documents 0..7"
+                f"expected {want} to be one contiguous run of tokens in one row, "
+                f"got run counts {starts.tolist()[:8]} (first 8 documents)"
             )
         return pads
 
@@ -341,4 +418,17 @@ class TinyTransformer(nn.Module):
                 )
 
     def num_params(self) -> int:
+        """The number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _drop_position_table(
+    module: nn.Module, state_dict: dict, prefix: str, *args: object
+) -> None:
+    """Load hook: a model without a position table ignores a stored ``pos_emb``.
+
+    A state dict that holds a (never trained) ``pos_emb`` for a rotary or "none"
+    model loads strictly.
+    """
+    if getattr(module, "pos_emb", None) is None:
+        state_dict.pop(prefix + "pos_emb.weight", None)

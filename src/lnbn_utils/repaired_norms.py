@@ -23,6 +23,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ._args import check_int, check_real
 from .masking import real_token_weights
 from .norms import (
     MaskedBatchNorm,
@@ -58,8 +59,7 @@ class DyT(nn.Module):
     def __init__(self, num_features: int, alpha0: float = 0.5) -> None:
         super().__init__()
         _check_num_features(num_features)
-        if not alpha0 > 0:
-            raise ValueError(f"expected alpha0 > 0, got {alpha0!r}")
+        check_real("alpha0", alpha0, 0.0, open_low=True)
         self.num_features = num_features
         self.alpha = nn.Parameter(torch.tensor(float(alpha0)))
         self.weight = nn.Parameter(torch.ones(num_features))
@@ -76,6 +76,11 @@ class DyT(nn.Module):
         return f"{self.num_features}, alpha={self.alpha.item():.3g}"
 
 
+def _zero_pads(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """x with 0 at pads: no inf/NaN a pad holds reaches a statistic or a gradient."""
+    return x if padding_mask is None else x.masked_fill(padding_mask.unsqueeze(-1), 0)
+
+
 def group_scale(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:
     """PowerNorm's GroupScaling: divide each token by its RMS within each channel group.
 
@@ -86,7 +91,8 @@ def group_scale(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor
     Shape: x (B, T, C) -> (B, T, C), C divisible by ``groups``.
     """
     B, T, C = x.shape
-    if groups < 1 or C % groups:
+    check_int("groups", groups, 1)
+    if C % groups:
         raise ValueError(f"expected groups >= 1 dividing C={C}, got groups={groups}")
     xg = x.reshape(B, T, groups, C // groups)  # (B, T, G, C/G)
     ms = xg.pow(2).mean(dim=-1, keepdim=True)  # (B, T, G, 1)
@@ -161,16 +167,17 @@ class PowerNorm(nn.Module):
         super().__init__()
         _check_num_features(num_features)
         _check_eps(eps)
-        if not (0.0 <= alpha_fwd < 1.0 and 0.0 <= alpha_bkw <= 1.0):
+        check_real("alpha_fwd", alpha_fwd, 0.0, 1.0, open_high=True)
+        check_real("alpha_bkw", alpha_bkw, 0.0, 1.0)
+        check_int("warmup_steps", warmup_steps, 0)
+        check_int("groups", groups, 1)
+        if num_features % groups:
             raise ValueError(
-                "expected 0 <= alpha_fwd < 1 and 0 <= alpha_bkw <= 1, "
-                f"got {alpha_fwd}, {alpha_bkw}"
+                f"expected groups dividing num_features={num_features}, "
+                f"got groups={groups}"
             )
-        if warmup_steps < 0 or groups < 1 or num_features % groups:
-            raise ValueError(
-                f"expected warmup_steps >= 0 and groups >= 1 dividing {num_features}, "
-                f"got warmup_steps={warmup_steps}, groups={groups}"
-            )
+        if not isinstance(simplified, bool):
+            raise TypeError(f"expected simplified to be a bool, got {simplified!r}")
         self.num_features, self.eps = num_features, eps
         self.alpha_fwd, self.alpha_bkw = alpha_fwd, alpha_bkw
         self.warmup_steps, self.groups, self.simplified = (
@@ -215,9 +222,11 @@ class PowerNorm(nn.Module):
         check_norm_input(x, padding_mask, self.num_features, self.weight.dtype)
         xf = x.to(self.weight.dtype)  # float16/bfloat16 -> float32, else no copy
         psi = (self.running_phi + self.eps).sqrt()  # (C,), from the previous steps
-        z0 = self._scale_in(xf)  # (B, T, C): per token, GroupScaling (or x itself)
-        if not self.training:
-            return (z0 / psi * self.weight + self.bias).to(x.dtype)
+        if not self.training:  # per token: pads are normalized like any token
+            return (self._scale_in(xf) / psi * self.weight + self.bias).to(x.dtype)
+        # In training pads read as 0 (output: bias), so no inf/NaN a pad holds
+        # reaches a gradient or the nu buffer.
+        z0 = self._scale_in(_zero_pads(xf, padding_mask))  # (B, T, C)
         phi, _ = self._phi(z0.detach(), padding_mask)
         real, _ = real_token_weights(padding_mask, xf.dtype, xf.shape[:2], xf.device)
         real = real.unsqueeze(-1)  # (B, T, 1)
@@ -246,11 +255,6 @@ class PowerNorm(nn.Module):
         )
 
 
-def _zero_pads(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-    """x with 0 at pads: no inf/NaN a pad holds reaches a statistic or a gradient."""
-    return x if padding_mask is None else x.masked_fill(padding_mask.unsqueeze(-1), 0)
-
-
 class RegularizedBatchNorm(MaskedBatchNorm):
     """Regularized BN (Wang, Wu & Huang, 2022): masked BN plus a penalty on its TID.
 
@@ -277,11 +281,8 @@ class RegularizedBatchNorm(MaskedBatchNorm):
         penalty_var: float = 0.01,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
-        if penalty_mean < 0 or penalty_var < 0:
-            raise ValueError(
-                "expected penalty_mean >= 0 and penalty_var >= 0, "
-                f"got {penalty_mean}, {penalty_var}"
-            )
+        check_real("penalty_mean", penalty_mean, 0.0)
+        check_real("penalty_var", penalty_var, 0.0)
         self.penalty_mean, self.penalty_var = penalty_mean, penalty_var
         self.penalty = torch.zeros(())
 
@@ -354,11 +355,9 @@ class BatchRenorm(MaskedBatchNorm):
         warmup_steps: int = 50,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
-        if r_max < 1 or d_max < 0 or warmup_steps < 0:
-            raise ValueError(
-                "expected r_max >= 1, d_max >= 0, warmup_steps >= 0, "
-                f"got {r_max}, {d_max}, {warmup_steps}"
-            )
+        check_real("r_max", r_max, 1.0)
+        check_real("d_max", d_max, 0.0)
+        check_int("warmup_steps", warmup_steps, 0)
         self.r_max, self.d_max, self.warmup_steps = r_max, d_max, warmup_steps
 
     def limits(self) -> tuple[float, float]:

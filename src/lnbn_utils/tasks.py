@@ -1,23 +1,26 @@
-"""Synthetic tasks whose labels are a function of the tokens (no label noise).
+"""The two synthetic variable-length classification tasks, without downloads.
 
-``VariableLengthTask`` (data.py) labels a sequence by the marker its generator
-favoured, so even a perfect classifier is wrong on the sequences where the other
-marker happens to win: its accuracy saturates at the majority-count rule. The task
-here labels each sequence by the marker that *is* in the majority, so a perfect
-classifier scores 100% and the errors, flips and margins of a trained model are
-the model's own.
+``VariableLengthTask`` labels a sequence by the marker its generator favoured, so
+even a perfect classifier is wrong on the sequences where the other marker happens
+to win: its accuracy saturates at the majority-count rule. ``MajorityTask`` labels
+each sequence by the marker that *is* in the majority, so a perfect classifier
+scores 100% and the errors, flips and margins of a trained model are the model's
+own. Both return ``(tokens, padding_mask, labels)`` from ``batch``, with token 0 as
+padding and True marking padding.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from .masking import lengths_to_padding_mask
+from ._args import check_int
+from .masking import integer_lengths, lengths_to_padding_mask
 
-__all__ = ["MajorityTask"]
+__all__ = ["MajorityTask", "VariableLengthTask"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class MajorityTask:
 
     def sample_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` lengths, uniform on min_len..max_len."""
+        check_int("n", n, 1)
         return torch.randint(self.min_len, self.max_len + 1, (n,), generator=generator)
 
     def _draw(self, lengths: torch.Tensor, T: int, g: torch.Generator) -> torch.Tensor:
@@ -94,13 +98,9 @@ class MajorityTask:
 
         ``lengths`` fixes each sequence's length (drawn when None); ``T`` pads to it.
         """
-        if lengths is None:
-            lengths = self.sample_lengths(batch_size, generator)
-        lengths = torch.as_tensor(lengths)
+        lengths = _batch_lengths(self, batch_size, generator, lengths, least=2)
         T = int(lengths.max()) if T is None else T
         mask = lengths_to_padding_mask(lengths, T)  # validates lengths <= T
-        if int(lengths.min()) < 2:
-            raise ValueError(f"expected lengths >= 2, got min {int(lengths.min())}")
         tokens = self._draw(lengths, T, generator)
         for _ in range(1000):  # redraw the rows whose marker counts tie
             n_named, n_other = self.counts(tokens)
@@ -111,3 +111,117 @@ class MajorityTask:
         else:
             raise RuntimeError("could not draw untied sequences; raise marker_prob")
         return tokens, mask, (n_named > n_other).long()
+
+
+@dataclass(frozen=True)
+class VariableLengthTask:
+    """Synthetic variable-length classification: which marker token is in the majority?
+
+    Each sequence has a label y in {0, 1}. Every position is, with probability
+    ``marker_prob``, a marker token (token 1 + y with probability ``marker_bias``,
+    the other marker otherwise), and else a noise token from 3..vocab_size-1. Token 0
+    is padding. Longer sequences carry more evidence, so length matters, and a
+    mean-pooled classifier can solve it. Lengths are drawn from ``length_probs``
+    (weights over min_len..max_len; uniform when None).
+    """
+
+    vocab_size: int = 16
+    min_len: int = 4
+    max_len: int = 32
+    marker_prob: float = 0.3
+    marker_bias: float = 0.75
+    length_probs: Optional[tuple[float, ...]] = None
+
+    PAD = 0
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 4:
+            raise ValueError(
+                "expected vocab_size >= 4 (pad, two markers, noise), "
+                f"got {self.vocab_size}"
+            )
+        if not 1 <= self.min_len <= self.max_len:
+            raise ValueError(
+                f"expected 1 <= min_len <= max_len, got {self.min_len}, {self.max_len}"
+            )
+        for name in ("marker_prob", "marker_bias"):
+            p = getattr(self, name)
+            if isinstance(p, bool) or not isinstance(p, (int, float)):
+                raise TypeError(f"expected {name} to be a float, got {p!r}")
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"expected a probability 0 <= {name} <= 1, got {p!r}")
+        n = self.max_len - self.min_len + 1
+        if self.length_probs is None:
+            return
+        probs = self.length_probs
+        if len(probs) != n:
+            raise ValueError(
+                f"expected {n} length_probs (one per length "
+                f"{self.min_len}..{self.max_len}), got {len(probs)}"
+            )
+        if not all(0.0 <= p <= 1.0 for p in probs) or not sum(probs) > 0:
+            raise ValueError(
+                "expected length_probs in [0, 1] with a positive sum, "
+                f"got {tuple(probs)}"
+            )
+
+    def sample_lengths(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` lengths drawn from ``length_probs`` (uniform when None)."""
+        check_int("n", n, 1)
+        probs = (
+            torch.ones(self.max_len - self.min_len + 1)
+            if self.length_probs is None
+            else torch.tensor(self.length_probs)
+        )
+        return self.min_len + torch.multinomial(
+            probs, n, replacement=True, generator=generator
+        )
+
+    def batch(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        lengths: Optional[torch.Tensor | Sequence[int]] = None,
+        T: Optional[int] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, T) padded with 0, padding_mask (B, T) (True: pad), labels (B,)."""
+        lengths = _batch_lengths(self, batch_size, generator, lengths, least=1)
+        T = int(lengths.max()) if T is None else T
+        mask = lengths_to_padding_mask(lengths, T)  # validates lengths <= T
+        B = len(lengths)
+        labels = torch.randint(2, (B,), generator=generator)
+        u = torch.rand(B, T, generator=generator)
+        noise = torch.randint(3, self.vocab_size, (B, T), generator=generator)
+        agree = torch.rand(B, T, generator=generator) < self.marker_bias
+        marker = torch.where(agree, 1 + labels[:, None], 2 - labels[:, None])
+        tokens = torch.where(u < self.marker_prob, marker, noise).masked_fill(
+            mask, self.PAD
+        )
+        return tokens, mask, labels
+
+
+def _batch_lengths(
+    task: MajorityTask | VariableLengthTask,
+    batch_size: int,
+    generator: Optional[torch.Generator],
+    lengths: torch.Tensor | Sequence[int] | None,
+    least: int,
+) -> torch.Tensor:
+    """The batch's (B,) lengths: drawn, or ``lengths`` checked against the batch."""
+    check_int("batch_size", batch_size, 1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "expected generator to be a torch.Generator, "
+            f"got {type(generator).__name__}"
+        )
+    if lengths is None:
+        return task.sample_lengths(batch_size, generator)
+    lengths = integer_lengths(lengths)
+    if lengths.dim() != 1 or len(lengths) != batch_size:
+        raise ValueError(
+            f"expected one length per sequence, (batch_size={batch_size},), "
+            f"got lengths of shape {tuple(lengths.shape)}"
+        )
+    if int(lengths.min()) < least:
+        raise ValueError(f"expected lengths >= {least}, got min {int(lengths.min())}")
+    return lengths
