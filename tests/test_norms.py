@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -685,7 +686,10 @@ def test_masked_bn_is_exact_against_float64_at_any_pad_share_and_scale(
     y = lu.MaskedBatchNorm(C)(x, mask).detach()
     real = x[~mask].double()  # the same float32 inputs, in float64
     ref = (real - real.mean(0)) / torch.sqrt(real.var(0, unbiased=False) + 1e-5)
-    assert float((y[~mask].double() - ref).abs().max()) <= 1e-6
+    assert float((y[~mask].double() - ref).abs().max()) <= KERNEL_F32_ERR
+    # the implementation: PyTorch's BN kernel on the real rows shifted by the first
+    shifted = x[~mask] - x[~mask][:1]
+    assert torch.equal(y[~mask], F.batch_norm(shifted, None, None, training=True))
 
 
 def test_masked_bn_real_tokens_are_the_same_bits_with_or_without_pads():
@@ -728,6 +732,11 @@ def test_masked_bn_accepts_a_non_contiguous_mask():
 
 # --- masked BN: exact against float64, bit-identical with or without pads -----------
 
+# PyTorch's fused BN kernel accumulates its statistics in float32: on a few hundred
+# tokens its output errs by up to about 3e-6 against float64 on one thread (about 1.5e-6
+# on two), the same for nn.BatchNorm1d on those tokens. Masked BN runs that kernel.
+KERNEL_F32_ERR = 5e-6
+
 
 @pytest.mark.parametrize("pad_share", [0.0, 0.22, 0.5, 0.95])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
@@ -741,7 +750,7 @@ def test_masked_batchnorm_exact_and_independent_of_pads(pad_share, scale):
     y = norm(x.masked_fill(mask.unsqueeze(-1), float("nan")), mask)
     real = x[~mask].double()
     ref = (real - real.mean(0)) / torch.sqrt(real.var(0, unbiased=False) + 1e-5)
-    assert float((y[~mask].double() - ref).abs().max()) <= 1e-6
+    assert float((y[~mask].double() - ref).abs().max()) <= KERNEL_F32_ERR
     alone = lu.MaskedBatchNorm(C)(x[~mask].unsqueeze(0))  # the real tokens, no pads
     assert torch.equal(alone[0], y[~mask])
     assert torch.equal(y[mask], norm.bias.detach().expand(int(mask.sum()), C))
