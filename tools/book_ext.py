@@ -5,6 +5,10 @@
 * On every page: a ``<meta name="description">`` and Open Graph / Twitter card tags
   (title, description, the page's address and first figure when ``html.baseurl`` is
   set), and "Last updated on" from the last git commit that touched the page's source.
+* A language switch at the top of every page, to the same page of the other edition:
+  the English book links ``zh/<page>.html`` (the Simplified Chinese edition that
+  ``tools/translate.py build`` writes into ``_build/html/zh``; a page not yet
+  translated says so), a Chinese page links back.
 * With ``LNBN_BOOK_PDF=1`` (set by the Pages workflow, which publishes the PDF): a
   "PDF" entry in every page's download menu, linking ``lnbn-book.pdf`` at the site root.
 """
@@ -62,9 +66,27 @@ def _description(doctree, limit: int = 200) -> str:
     return ""
 
 
+def _language_switch(app, pagename: str) -> tuple[str, str]:
+    """``(link HTML, alternate-link meta tag)`` to ``pagename`` in the other edition."""
+    up = "../" * pagename.count("/")
+    if (app.config.language or "en").startswith("zh"):
+        url, lang, text = f"{up}../{pagename}.html", "en", "English"
+    else:
+        done = (ROOT / "book" / "zh" / f"{Path(pagename).name}.yml").exists()
+        url, lang = f"{up}zh/{pagename}.html", "zh-Hans"
+        text = "中文" if done else "中文（尚未翻译）"
+    link = (
+        f'<p class="lnbn-lang-switch"><a href="{url}" hreflang="{lang}" '
+        f'lang="{lang}">{text}</a></p>\n'
+    )
+    return link, f'<link rel="alternate" hreflang="{lang}" href="{url}" />'
+
+
 def _page_context(app, pagename, templatename, context, doctree) -> None:
     if doctree is None:
         return
+    link, alternate = _language_switch(app, pagename)
+    context["body"] = link + context.get("body", "")
     base = (app.config.html_baseurl or "").rstrip("/")
     title = re.sub(r"<[^>]+>", "", context.get("title", "")) or app.config.html_title
     site = app.config.html_title or app.config.project
@@ -86,6 +108,7 @@ def _page_context(app, pagename, templatename, context, doctree) -> None:
             tags.append(f'<meta property="og:image" content="{image}" />')
     card = "summary_large_image" if image else "summary"
     tags.append(f'<meta name="twitter:card" content="{card}" />')
+    tags.append(alternate)
     context["metatags"] = context.get("metatags", "") + "\n".join(tags) + "\n"
 
     source = app.env.doc2path(pagename)
