@@ -162,7 +162,7 @@ def page_units(path: Path) -> list[Unit]:
 ROLE = re.compile(r"\{([a-z][\w:-]*)\}`([^`]*)`")
 DIRECTIVE = re.compile(r"^\s*(?:`{3,}|:{3,})\{([\w:-]+)\}[ \t]*(.*)$", re.M)
 DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
-INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$\n]+?)(?<!\\)\$")
+INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)((?:[^$\n]|\n(?!\s*\n))+?)(?<!\\)\$")
 NAME = re.compile(r"^\s*:name:\s*(\S+)", re.M)
 LABEL = re.compile(r"^\(([\w.:-]+)\)=\s*$", re.M)
 XREF_ROLES = {"doc", "ref", "numref", "eq"}
