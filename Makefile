@@ -25,11 +25,14 @@ $(STAMP): requirements.txt pyproject.toml
 # The HTML book, then the reader notebooks (executed copies, glue and citations filled in) that
 # its download and Colab buttons serve. The execution cache is keyed on the notebooks' code,
 # src/lnbn_utils, the requirements and LNBN_SEED (tools/exec_cache.py, run by the build).
+# The Simplified Chinese edition (tools/translate.py: book/zh/*.yml + the English notebooks'
+# code) is built into _build/html/zh from the same execution cache; it never executes code.
 book: setup
 	$(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build .
+	$(BIN)/python tools/translate.py build
 	$(BIN)/python tools/reader_notebooks.py
-	@echo "Book built: $(CURDIR)/_build/html/index.html"
+	@echo "Book built: $(CURDIR)/_build/html/index.html (Chinese: _build/html/zh/index.html)"
 
 .PHONY: reader pdf lint-workflows
 reader: book
@@ -63,6 +66,7 @@ lint: setup
 
 test-lib: setup lint
 	$(BIN)/python tools/nbtool.py --check
+	$(BIN)/python tools/translate.py check
 	$(BIN)/pytest -q tests -n $(JOBS) --ignore=tests/browser
 	$(BIN)/pytest -q --doctest-modules src/lnbn_utils -p no:cacheprovider
 
@@ -93,7 +97,8 @@ seed-sweep: setup
 test-build: setup
 	LNBN_STRICT_TIMING=1 $(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build . -W --keep-going
-	@echo "Book built: $(CURDIR)/_build/html/index.html"
+	$(BIN)/python tools/translate.py build -W
+	@echo "Book built: $(CURDIR)/_build/html/index.html (Chinese: _build/html/zh/index.html)"
 
 # Headless Chromium over the built book (needs Debian's chromium + chromium-driver, and npm for MathJax):
 # every page, and the reader notebooks behind its download buttons. Screenshots: _build/screenshots/.

@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+
+from sphinx.util import logging as sphinx_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import exec_cache  # noqa: E402
@@ -131,8 +134,51 @@ def _page_context(app, pagename, templatename, context, doctree) -> None:
                 )
 
 
+_PLAIN_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+)
+
+
+def _translated_figures(app, doctree) -> None:
+    """Chinese edition: swap in the translated captions and alt texts of figures.
+
+    ``tools/translate.py`` leaves a notebook's code cells (metadata included) as in
+    English, so the page hits the English execution cache, and stores the pairs in
+    the notebook metadata under ``lnbn_zh_figures``.
+    """
+    from docutils import nodes
+
+    path = Path(app.env.doc2path(app.env.docname))
+    if path.suffix != ".ipynb":
+        return
+    pairs = json.loads(path.read_text()).get("metadata", {}).get("lnbn_zh_figures")
+    if not pairs:
+        return
+
+    def key(text: str) -> str:  # the caption's text after Sphinx's smart quotes
+        return " ".join(text.translate(_PLAIN_QUOTES).split())
+
+    zh, used = {key(en): text for en, text in pairs}, set()
+    for caption in doctree.findall(nodes.caption):
+        k = key(caption.astext())
+        if k in zh:
+            used.add(k)
+            caption.children = []
+            caption += nodes.Text(zh[k])
+    for image in doctree.findall(nodes.image):
+        k = key(image.get("alt", ""))
+        if k in zh:
+            used.add(k)
+            image["alt"] = zh[k]
+    for en in sorted(set(zh) - used):
+        sphinx_logging.getLogger(__name__).warning(
+            f"zh: no figure caption or alt text matches {en[:60]!r}", location=path
+        )
+
+
 def setup(app):
     app.connect("config-inited", _clear_stale_cache)
+    app.connect("doctree-read", _translated_figures)
     # after sphinx-book-theme has assembled its header buttons (priority 501+)
     app.connect("html-page-context", _page_context, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,10 +1,10 @@
-"""The Simplified Chinese edition: translation store, consistency checks, zh source tree.
+"""The Simplified Chinese edition: translation store, consistency checks, zh tree.
 
-    python tools/translate.py check              # missing units / mismatched references
-    python tools/translate.py template PAGE      # PAGE's units with their English text
-    python tools/translate.py mark PAGE [ID ...] # record the English hash (after review)
-    python tools/translate.py tree               # write the zh source tree (_build/zh_src)
-    python tools/translate.py build [-W]         # tree + jupyter-book build -> _build/html/zh
+    python tools/translate.py check           # missing units / mismatched references
+    python tools/translate.py template PAGE   # PAGE's units with their English text
+    python tools/translate.py mark PAGE [ID]  # record the English hash (after review)
+    python tools/translate.py tree            # write the zh source tree (_build/zh_src)
+    python tools/translate.py build [-W]      # tree + jupyter-book -> _build/html/zh
 
 The store is one YAML file per translated page, ``book/zh/<stem>.yml``: for every
 *unit* of the English page (a markdown cell by its id, a code cell's figure caption or
@@ -88,9 +88,12 @@ def md_blocks(text: str) -> list[str]:
         m = FENCE.match(line)
         if fence is None and m:
             fence = m.group(1)
-        elif fence is not None and m and m.group(1) == fence and not line.strip()[
-            len(fence) :
-        ].strip():
+        elif (
+            fence is not None
+            and m
+            and m.group(1) == fence
+            and not line.strip()[len(fence) :].strip()
+        ):
             fence = None
         if fence is None and not line.strip():
             if cur:
@@ -330,19 +333,31 @@ def _zh(store: dict, unit: Unit) -> str:
     return zh
 
 
+FIGURES_KEY = "lnbn_zh_figures"  # notebook metadata: [[English, Chinese], ...]
+
+
 def zh_notebook(nb: dict, store: dict) -> dict:
-    """The Chinese notebook: the same code cells, translated text and captions."""
+    """The Chinese notebook: translated markdown; code cells untouched, metadata too.
+
+    jupyter-cache hashes code cells with their metadata, so the translated figure
+    captions and alt texts go into the notebook's metadata (not hashed) as
+    ``[English, Chinese]`` pairs; ``tools/book_ext.py`` swaps them in when it reads
+    the page.
+    """
     out = copy.deepcopy(nb)
+    figures = []
     for cell in out["cells"]:
         cid = cell["id"]
         if cell["cell_type"] == "markdown":
             cell["source"] = _zh(store, Unit(f"md:{cid}", _source(cell)))
         meta = cell.get("metadata", {}).get("mystnb", {})
-        if meta.get("figure", {}).get("caption"):
-            unit = Unit(f"caption:{cid}", meta["figure"]["caption"])
-            meta["figure"]["caption"] = _zh(store, unit)
-        if meta.get("image", {}).get("alt"):
-            meta["image"]["alt"] = _zh(store, Unit(f"alt:{cid}", meta["image"]["alt"]))
+        for kind, text in (
+            ("caption", meta.get("figure", {}).get("caption")),
+            ("alt", meta.get("image", {}).get("alt")),
+        ):
+            if text:
+                figures.append([text, _zh(store, Unit(f"{kind}:{cid}", text))])
+    out["metadata"][FIGURES_KEY] = figures
     return out
 
 
@@ -387,13 +402,17 @@ def zh_toc(root: Path = ROOT) -> dict:
         chapters = keep(part.get("chapters", []))
         if chapters:
             caption = part.get("caption", "")
-            parts.append({**part, "caption": CAPTIONS_ZH.get(caption, caption)})
+            new = {**part, "chapters": chapters}
+            new["caption"] = CAPTIONS_ZH.get(caption, caption)
+            if chapters != part.get("chapters"):
+                new.pop("numbered", None)  # numbers would not match the English
+            parts.append(new)
     glossary = {"caption": "中文版", "chapters": [{"file": GLOSSARY_PAGE}]}
     return {**toc, "parts": parts + [glossary]}
 
 
 def zh_config(root: Path = ROOT, build: Path = BUILD) -> dict:
-    """The English _config.yml for the Chinese edition: title, language, shared cache."""
+    """_config.yml for the Chinese edition: title, language, the shared cache."""
     cfg = yaml.safe_load((root / "_config.yml").read_text())
     cfg["title"] = TITLE_ZH
     cfg["only_build_toc_files"] = False  # untranslated pages are built as orphans
@@ -494,7 +513,7 @@ def build(strict: bool, builder: str = "html") -> int:
 
 
 def template(path: Path) -> str:
-    """A store skeleton for ``path``: every unit's hash, its English text, zh to fill."""
+    """A store skeleton for ``path``: each unit's hash, English text, zh to fill."""
     store = load_store(path) or {}
     units = {}
     for u in page_units(path):
