@@ -32,6 +32,7 @@ book: setup
 	$(BIN)/jupyter-book build .
 	$(BIN)/python tools/translate.py build
 	$(BIN)/python tools/reader_notebooks.py
+	$(BIN)/python tools/reader_notebooks.py --lang zh
 	@echo "Book built: $(CURDIR)/_build/html/index.html (Chinese: _build/html/zh/index.html)"
 
 .PHONY: reader pdf lint-workflows
@@ -45,6 +46,16 @@ pdf: setup
 	$(BIN)/python tools/pdf.py _build/singlehtml/index.html _build/pdf/lnbn-book.pdf
 	@if [ -d _build/html ]; then cp _build/pdf/lnbn-book.pdf _build/html/; fi
 	@echo "PDF: $(CURDIR)/_build/pdf/lnbn-book.pdf"
+	$(MAKE) pdf-zh
+
+# The Chinese edition's translated pages as one PDF (Chinese text in fonts-noto-cjk).
+.PHONY: pdf-zh
+pdf-zh: setup
+	$(BIN)/python -m pip install --quiet -r requirements-browser.txt
+	$(BIN)/python tools/translate.py build --builder singlehtml
+	$(BIN)/python tools/pdf.py --lang=zh _build/zh/_build/singlehtml/index.html _build/pdf/lnbn-book-zh.pdf
+	@if [ -d _build/html/zh ]; then cp _build/pdf/lnbn-book-zh.pdf _build/html/zh/; fi
+	@echo "PDF: $(CURDIR)/_build/pdf/lnbn-book-zh.pdf"
 
 # Schema check of the GitHub workflows (check-jsonschema's bundled GitHub-workflow schema, offline).
 lint-workflows: setup

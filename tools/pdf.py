@@ -2,6 +2,7 @@
 
     jupyter-book build . --builder singlehtml        # _build/singlehtml/index.html
     python tools/pdf.py _build/singlehtml/index.html _build/pdf/lnbn-book.pdf
+    python tools/pdf.py --lang=zh _build/zh/_build/singlehtml/index.html OUT.pdf
 
 (``make pdf`` runs both.) The page is served from a copy whose MathJax ``<script>``
 points at a local copy of the npm package ``mathjax`` (no network needed), MathJax
@@ -449,6 +450,8 @@ def check_pdf(path: Path, cjk_text: str, title: str, chapters: list[str]) -> lis
 
 
 def main(argv: list[str]) -> int:
+    zh = "--lang=zh" in argv  # the Chinese edition (tools/translate.py)
+    argv = [a for a in argv if a != "--lang=zh"]
     if len(argv) != 2:
         print(__doc__)
         return 2
@@ -461,6 +464,11 @@ def main(argv: list[str]) -> int:
 
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     title = cfg.get("title", "")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import translate
+
+    if zh:
+        title = translate.TITLE_ZH
     subtitle = " \u00b7 ".join(x for x in (cfg.get("author", ""), _commit_line()) if x)
     stats = print_pdf(index, out, title, subtitle)
     print(
@@ -482,10 +490,11 @@ def main(argv: list[str]) -> int:
             "Chinese text drawn without a CJK font (empty boxes; apt-get install "
             f"fonts-noto-cjk): {stats['no_cjk_font']}"
         )
-    sys.path.insert(0, str(ROOT / "tools"))
     import site_config
 
     chapters = [t for _, t in site_config.chapters()]
+    if zh:
+        chapters = translate.zh_chapter_titles()
     problems += check_pdf(out, stats["cjk_text"], title, chapters)
     if problems:
         print("PDF check failed: " + "; ".join(problems))

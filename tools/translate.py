@@ -361,6 +361,19 @@ def zh_notebook(nb: dict, store: dict) -> dict:
     return out
 
 
+def swap_figure_texts(nb: dict) -> dict:
+    """Put the translated captions and alt texts into the code cells' metadata (for
+    a reader copy, which no cache matches), and drop the pairs."""
+    zh = dict(nb.get("metadata", {}).pop(FIGURES_KEY, []))
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("mystnb", {})
+        for part, key in (("figure", "caption"), ("image", "alt")):
+            text = meta.get(part, {}).get(key)
+            if text in zh:
+                meta[part][key] = zh[text]
+    return nb
+
+
 def zh_markdown(text: str, store: dict) -> str:
     blocks = [
         b if uid is None else _zh(store, Unit(uid, b)) for uid, b in md_units(text)
@@ -460,6 +473,18 @@ def write_tree(out: Path, root: Path = ROOT, build: Path = BUILD) -> dict[str, i
     (out / "_toc.yml").write_text(yaml.safe_dump(zh_toc(root), **dump))
     (out / "_config.yml").write_text(yaml.safe_dump(zh_config(root, build), **dump))
     return dict(counts)
+
+
+def zh_chapter_titles(root: Path = ROOT) -> list[str]:
+    """The Chinese titles of the translated notebooks, in table-of-contents order."""
+    titles = []
+    for page in translated_pages(root):
+        path = page_file(page, root)
+        if path.suffix == ".ipynb":
+            first = page_units(path)[0]
+            zh = str(load_store(path)[first.id]["zh"])
+            titles.append(zh.splitlines()[0].lstrip("# ").strip())
+    return titles
 
 
 def uncached(tree: Path, cache_dir: Path) -> list[str]:
