@@ -31,6 +31,7 @@ import exec_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PDF_NAME = "lnbn-book.pdf"
+PDF_NAME_ZH = "lnbn-book-zh.pdf"  # the Chinese edition's (make pdf-zh), at zh/
 
 
 def _clear_stale_cache(app, config) -> None:
@@ -69,10 +70,14 @@ def _description(doctree, limit: int = 200) -> str:
     return ""
 
 
+def _is_zh(app) -> bool:
+    return (app.config.language or "en").startswith("zh")
+
+
 def _language_switch(app, pagename: str) -> tuple[str, str]:
     """``(link HTML, alternate-link meta tag)`` to ``pagename`` in the other edition."""
     up = "../" * pagename.count("/")
-    if (app.config.language or "en").startswith("zh"):
+    if _is_zh(app):
         url, lang, text = f"{up}../{pagename}.html", "en", "English"
     else:
         done = (ROOT / "book" / "zh" / f"{Path(pagename).name}.yml").exists()
@@ -125,7 +130,9 @@ def _page_context(app, pagename, templatename, context, doctree) -> None:
                 button["buttons"].append(
                     {
                         "type": "link",
-                        "url": context["pathto"](PDF_NAME, 1),
+                        "url": context["pathto"](
+                            PDF_NAME_ZH if _is_zh(app) else PDF_NAME, 1
+                        ),
                         "text": ".pdf (whole book)",
                         "icon": "fas fa-file-pdf",
                         "tooltip": "Download the whole book as a PDF",

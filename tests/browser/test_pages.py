@@ -387,6 +387,12 @@ def test_chinese_page_language_switch_and_no_raw_roles(page, driver, base_url):
     _open(driver, f"{base_url}/{page}")
     text = driver.execute_script("return document.querySelector('article').innerText;")
     assert not RAW_ROLE.search(text), f"{page}: raw MyST role in the text"
+    prose = driver.execute_script(
+        "return [...document.querySelectorAll('article p, article li')]"
+        ".filter(e => !e.closest('pre, .cell_input'))"
+        ".map(e => e.innerText).join('\\n');"
+    )
+    assert "**" not in prose, f"{page}: unrendered emphasis (** next to CJK text)"
     switch = driver.execute_script(
         "const a = document.querySelector('.lnbn-lang-switch a');"
         "return a ? [a.href, a.innerText] : null;"
