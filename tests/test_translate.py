@@ -203,3 +203,32 @@ def test_zh_config_shares_the_execution_cache_and_searches_in_chinese(tmp_path):
     assert cfg["execute"]["cache"] == str((tmp_path / ".jupyter_cache").resolve())
     assert cfg["sphinx"]["config"]["html_search_language"] == "zh"
     assert cfg["sphinx"]["config"]["language"] == "zh_CN"
+
+
+def test_template_then_mark_records_hashes_and_drops_the_english(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.setattr(tr, "STORE", tmp_path / "zh")
+    (tmp_path / "zh").mkdir()
+    page = tmp_path / "p.md"
+    page.write_text("# Title\n\nSome text with {cite:p}`a2020`.\n")
+    data = yaml.safe_load(tr.template(page))
+    assert data["units"]["md:title:1"]["en"].startswith("Some text")
+    data["units"]["md:title:0"]["zh"] = "# 标题"
+    data["units"]["md:title:1"]["zh"] = "一些文字 {cite:p}`a2020`。"
+    for unit in data["units"].values():
+        unit["hash"] = "old"
+    tr.store_path(page).write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert tr.page_status(page, tr.load_store(page)).stale == [
+        "md:title:0",
+        "md:title:1",
+    ]
+    assert tr.mark(page, []) == 2
+    store = tr.load_store(page)
+    st = tr.page_status(page, store)
+    assert (st.missing, st.stale, st.mismatched) == ([], [], [])
+    assert "en" not in store["md:title:1"]
+    assert (
+        tr.zh_markdown(page.read_text(), store)
+        == "# 标题\n\n一些文字 {cite:p}`a2020`。\n"
+    )

@@ -22,6 +22,10 @@ A unit whose English text changed since it was translated is *stale*: the page s
 source (*mismatched*) fails ``check``. Pages without a store file are "not yet
 translated": the Chinese edition leaves them out of its table of contents and builds
 them in English behind :data:`UNTRANSLATED_NOTE`, so links and cross-page glue resolve.
+
+To translate a page: ``template book/X.ipynb > book/zh/X.yml``, write each ``zh:``
+(terms: ``book/zh/glossary.md``), then ``mark book/X.ipynb`` (records the hashes and
+drops the English). After revising a stale unit, ``mark book/X.ipynb UNIT_ID``.
 """
 
 from __future__ import annotations
