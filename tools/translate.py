@@ -318,13 +318,27 @@ def with_note(text: str, note: str) -> str:
     return f"{note}\n\n{text}"
 
 
-CJK = "\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef"
-CJK_BREAK = re.compile(f"(?<=[{CJK}])\n[ \t]*(?=[{CJK}])")
+CJK = re.compile("[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]")
 
 
 def cjk_join(text: str) -> str:
-    """Join a line break between two Chinese characters (HTML would show a space)."""
-    return CJK_BREAK.sub("", text)
+    """Join a line break between two Chinese characters (HTML would show a space);
+    a heading line stays on its own."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        rest = line.lstrip(" \t")
+        prev = out[-1] if out else ""
+        if (
+            rest
+            and prev
+            and CJK.match(rest[0])
+            and CJK.match(prev[-1])
+            and not prev.lstrip().startswith("#")
+        ):
+            out[-1] = prev + rest
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _zh(store: dict, unit: Unit) -> str:
