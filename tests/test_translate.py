@@ -234,3 +234,18 @@ def test_template_then_mark_records_hashes_and_drops_the_english(tmp_path, monke
         tr.zh_markdown(page.read_text(), store)
         == "# 标题\n\n一些文字 {cite:p}`a2020`。\n"
     )
+
+
+def test_write_tree_twice_leaves_unchanged_pages_alone(tmp_path):
+    """A rebuild re-reads only what changed: the tree is not rewritten wholesale."""
+    out = tmp_path / "zh_src"
+    counts = tr.write_tree(out, build=tmp_path)
+    assert counts["translated"] == len(TRANSLATED) and counts.get("stale", 0) >= 0
+    intro = out / "book" / "intro.md"
+    before = intro.stat().st_mtime_ns
+    (out / "book" / "gone.md").write_text("# an old page\n")
+    tr.write_tree(out, build=tmp_path)
+    assert intro.stat().st_mtime_ns == before
+    assert not (out / "book" / "gone.md").exists()
+    assert (out / "tools").resolve() == ROOT / "tools"
+    assert tr.UNTRANSLATED_NOTE in (out / "book" / "verdict.md").read_text()

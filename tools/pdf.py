@@ -340,6 +340,14 @@ def cjk_font_problems(driver, limit: int = 40) -> dict[str, list[str]]:
     return bad
 
 
+def _flat(text: str) -> str:
+    """Text without whitespace, NFKC-normalized (PDF text extraction may give CJK
+    compatibility forms, e.g. the Kangxi radical U+2F64 for 用, and break lines)."""
+    import unicodedata
+
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+
 def _key(text: str) -> str:
     return re.sub(r"[\W\d_]+", "", text).lower()
 
@@ -434,7 +442,7 @@ def check_pdf(path: Path, cjk_text: str, title: str, chapters: list[str]) -> lis
     if missing:
         problems.append(f"no bookmark for {missing}")
     first = reader.pages[0].extract_text() or ""
-    if title and title.split(":")[0] not in first.replace("\n", " "):
+    if title and _flat(title.split(":")[0]) not in _flat(first):
         problems.append(f"page 1 is not the title page: {first[:80]!r}")
     want = set(cjk_text) - set("\u3000")
     if want:

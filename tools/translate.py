@@ -458,22 +458,38 @@ def zh_config(root: Path = ROOT, build: Path = BUILD) -> dict:
     return cfg
 
 
+def _write(path: Path, text: str, written: set[Path]) -> None:
+    """Write ``text`` unless ``path`` holds it already (Sphinx then skips the page)."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    written.add(path)
+
+
 def write_tree(out: Path, root: Path = ROOT, build: Path = BUILD) -> dict[str, int]:
-    """Write the zh source tree; return counts of pages and units."""
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "book").mkdir(parents=True)
+    """Write the zh source tree (unchanged files untouched, so a rebuild only
+    re-reads what changed); return counts of pages and units."""
+    (out / "book").mkdir(parents=True, exist_ok=True)
     for rel in LINKED:
-        (out / rel).symlink_to(root / rel)
-    shutil.copy(root / "book" / "logo.svg", out / "book" / "logo.svg")
-    shutil.copy(root / "book" / "zh" / "glossary.md", out / f"{GLOSSARY_PAGE}.md")
+        link = out / rel
+        if not link.is_symlink() or link.readlink() != root / rel:
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+            elif link.exists():
+                shutil.rmtree(link)
+            link.symlink_to(root / rel)
+    written: set[Path] = set()
+    for src, dst in (
+        (root / "book" / "logo.svg", out / "book" / "logo.svg"),
+        (root / "book" / "zh" / "glossary.md", out / f"{GLOSSARY_PAGE}.md"),
+    ):
+        _write(dst, src.read_text(), written)
     counts = Counter()
     for page in toc_pages(root):
         path = page_file(page, root)
         store = load_store(path)
         target = out / "book" / path.name
         if store is None:
-            target.write_text(untranslated(path))
+            _write(target, untranslated(path), written)
             counts["untranslated"] += 1
             continue
         st = page_status(path, store)
@@ -484,12 +500,17 @@ def write_tree(out: Path, root: Path = ROOT, build: Path = BUILD) -> dict[str, i
         counts["stale"] += len(st.stale)
         if path.suffix == ".ipynb":
             nb = zh_notebook(json.loads(path.read_text()), store)
-            target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
         else:
-            target.write_text(zh_markdown(path.read_text(), store))
+            text = zh_markdown(path.read_text(), store)
+        _write(target, text, written)
+    for old in (out / "book").iterdir():  # pages that no longer exist
+        if old.is_file() and not old.is_symlink() and old not in written:
+            old.unlink()
     dump = dict(allow_unicode=True, sort_keys=False)
-    (out / "_toc.yml").write_text(yaml.safe_dump(zh_toc(root), **dump))
-    (out / "_config.yml").write_text(yaml.safe_dump(zh_config(root, build), **dump))
+    _write(out / "_toc.yml", yaml.safe_dump(zh_toc(root), **dump), written)
+    cfg = yaml.safe_dump(zh_config(root, build), **dump)
+    _write(out / "_config.yml", cfg, written)
     return dict(counts)
 
 
