@@ -25,11 +25,15 @@ $(STAMP): requirements.txt pyproject.toml
 # The HTML book, then the reader notebooks (executed copies, glue and citations filled in) that
 # its download and Colab buttons serve. The execution cache is keyed on the notebooks' code,
 # src/lnbn_utils, the requirements and LNBN_SEED (tools/exec_cache.py, run by the build).
+# The Simplified Chinese edition (tools/translate.py: book/zh/*.yml + the English notebooks'
+# code) is built into _build/html/zh from the same execution cache; it never executes code.
 book: setup
 	$(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build .
+	$(BIN)/python tools/translate.py build
 	$(BIN)/python tools/reader_notebooks.py
-	@echo "Book built: $(CURDIR)/_build/html/index.html"
+	$(BIN)/python tools/reader_notebooks.py --lang zh
+	@echo "Book built: $(CURDIR)/_build/html/index.html (Chinese: _build/html/zh/index.html)"
 
 .PHONY: reader pdf lint-workflows
 reader: book
@@ -42,6 +46,16 @@ pdf: setup
 	$(BIN)/python tools/pdf.py _build/singlehtml/index.html _build/pdf/lnbn-book.pdf
 	@if [ -d _build/html ]; then cp _build/pdf/lnbn-book.pdf _build/html/; fi
 	@echo "PDF: $(CURDIR)/_build/pdf/lnbn-book.pdf"
+	$(MAKE) pdf-zh
+
+# The Chinese edition's translated pages as one PDF (Chinese text in fonts-noto-cjk).
+.PHONY: pdf-zh
+pdf-zh: setup
+	$(BIN)/python -m pip install --quiet -r requirements-browser.txt
+	$(BIN)/python tools/translate.py build --builder singlehtml
+	$(BIN)/python tools/pdf.py --lang=zh _build/zh/_build/singlehtml/index.html _build/pdf/lnbn-book-zh.pdf
+	@if [ -d _build/html/zh ]; then cp _build/pdf/lnbn-book-zh.pdf _build/html/zh/; fi
+	@echo "PDF: $(CURDIR)/_build/pdf/lnbn-book-zh.pdf"
 
 # Schema check of the GitHub workflows (check-jsonschema's bundled GitHub-workflow schema, offline).
 lint-workflows: setup
@@ -63,6 +77,7 @@ lint: setup
 
 test-lib: setup lint
 	$(BIN)/python tools/nbtool.py --check
+	$(BIN)/python tools/translate.py check
 	$(BIN)/pytest -q tests -n $(JOBS) --ignore=tests/browser
 	$(BIN)/pytest -q --doctest-modules src/lnbn_utils -p no:cacheprovider
 
@@ -93,7 +108,8 @@ seed-sweep: setup
 test-build: setup
 	LNBN_STRICT_TIMING=1 $(BIN)/python tools/prefill_cache.py
 	$(BIN)/jupyter-book build . -W --keep-going
-	@echo "Book built: $(CURDIR)/_build/html/index.html"
+	$(BIN)/python tools/translate.py build -W
+	@echo "Book built: $(CURDIR)/_build/html/index.html (Chinese: _build/html/zh/index.html)"
 
 # Headless Chromium over the built book (needs Debian's chromium + chromium-driver, and npm for MathJax):
 # every page, and the reader notebooks behind its download buttons. Screenshots: _build/screenshots/.

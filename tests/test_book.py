@@ -198,6 +198,13 @@ def test_exec_cache_key_tracks_library_seed_and_requirements(tmp_path):
     assert exec_cache.cache_key(tmp_path, seed="0") != key
     (tmp_path / "requirements.txt").write_text("torch==2.14.0\n")
     key2 = exec_cache.cache_key(tmp_path, seed="0")
+    (tmp_path / "requirements.txt").write_text(
+        "torch==2.14.0\njieba==1  # build-only\n"
+    )
+    assert (
+        exec_cache.cache_key(tmp_path, seed="0") == key2
+    )  # not imported by a notebook
+    (tmp_path / "requirements.txt").write_text("torch==2.14.0\n")
     build = tmp_path / "_build"
     (build / ".jupyter_cache").mkdir(parents=True)
     (build / ".jupyter_cache" / "global.db").write_text("old")

@@ -22,10 +22,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 KEY_FILE = "lnbn-cache-key"
 INPUTS = ("src/lnbn_utils", "requirements.txt")  # pyproject only has lower bounds
+# A requirement line with this marker is used by the build only (never imported by a
+# notebook, e.g. the Chinese search's word splitter): it does not key the cache.
+BUILD_ONLY = b"# build-only"
+
+
+def _key_bytes(f: Path) -> bytes:
+    data = f.read_bytes()
+    if f.suffix == ".txt":
+        lines = data.splitlines(keepends=True)
+        data = b"".join(ln for ln in lines if BUILD_ONLY not in ln)
+    return data
 
 
 def cache_key(root: Path = ROOT, seed: str | None = None) -> str:
-    """SHA-256 of the library's source, the requirements, the seed, Python's version."""
+    """SHA-256 of the library's source, the requirements (less the build-only
+    lines), the seed, Python's version."""
     h = hashlib.sha256()
     for name in INPUTS:
         path = root / name
@@ -35,7 +47,7 @@ def cache_key(root: Path = ROOT, seed: str | None = None) -> str:
                 h.update(
                     f.relative_to(root).as_posix().encode()
                     + b"\0"
-                    + f.read_bytes()
+                    + _key_bytes(f)
                     + b"\0"
                 )
     seed = os.environ.get("LNBN_SEED", "0") if seed is None else seed

@@ -2,6 +2,7 @@
 
     jupyter-book build . --builder singlehtml        # _build/singlehtml/index.html
     python tools/pdf.py _build/singlehtml/index.html _build/pdf/lnbn-book.pdf
+    python tools/pdf.py --lang=zh _build/zh/_build/singlehtml/index.html OUT.pdf
 
 (``make pdf`` runs both.) The page is served from a copy whose MathJax ``<script>``
 points at a local copy of the npm package ``mathjax`` (no network needed), MathJax
@@ -386,6 +387,14 @@ def cjk_font_problems(driver, limit: int = 40) -> dict[str, list[str]]:
     return bad
 
 
+def _flat(text: str) -> str:
+    """Text without whitespace, NFKC-normalized (PDF text extraction may give CJK
+    compatibility forms, e.g. the Kangxi radical U+2F64 for 用, and break lines)."""
+    import unicodedata
+
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+
 def _key(text: str) -> str:
     return re.sub(r"[\W\d_]+", "", text).lower()
 
@@ -480,7 +489,7 @@ def check_pdf(path: Path, cjk_text: str, title: str, chapters: list[str]) -> lis
     if missing:
         problems.append(f"no bookmark for {missing}")
     first = reader.pages[0].extract_text() or ""
-    if title and title.split(":")[0] not in first.replace("\n", " "):
+    if title and _flat(title.split(":")[0]) not in _flat(first):
         problems.append(f"page 1 is not the title page: {first[:80]!r}")
     want = set(cjk_text) - set("\u3000")
     if want:
@@ -496,6 +505,8 @@ def check_pdf(path: Path, cjk_text: str, title: str, chapters: list[str]) -> lis
 
 
 def main(argv: list[str]) -> int:
+    zh = "--lang=zh" in argv  # the Chinese edition (tools/translate.py)
+    argv = [a for a in argv if a != "--lang=zh"]
     if len(argv) != 2:
         print(__doc__)
         return 2
@@ -508,6 +519,11 @@ def main(argv: list[str]) -> int:
 
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     title = cfg.get("title", "")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import translate
+
+    if zh:
+        title = translate.TITLE_ZH
     subtitle = " \u00b7 ".join(x for x in (cfg.get("author", ""), _commit_line()) if x)
     stats = print_pdf(index, out, title, subtitle)
     print(
@@ -534,10 +550,11 @@ def main(argv: list[str]) -> int:
             f"only {stats['toc_numbered']} of {stats['toc_entries']} contents entries "
             "found their page among the bookmarks"
         )
-    sys.path.insert(0, str(ROOT / "tools"))
     import site_config
 
     chapters = [t for _, t in site_config.chapters()]
+    if zh:
+        chapters = translate.zh_chapter_titles()
     problems += check_pdf(out, stats["cjk_text"], title, chapters)
     if problems:
         print("PDF check failed: " + "; ".join(problems))

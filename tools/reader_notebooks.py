@@ -150,7 +150,7 @@ class Site:
         self.anchors: dict[str, tuple[str, str]] = {}  # id -> (page, display text)
         for page in sorted(html.rglob("*.html")):
             rel = page.relative_to(html).as_posix()
-            if rel.startswith(("_", "genindex", "search")):
+            if rel.startswith(("_", "genindex", "search", "zh/")):
                 continue
             text = page.read_text(errors="replace")
             for m in re.finditer(
@@ -566,21 +566,41 @@ def _git(*args: str) -> str:
         return ""
 
 
+NOTE_ZH = (
+    "*本笔记本是{book}《{title}》中文版的一章，于构建本书时执行（{when}，提交 "
+    "`{commit}`）：下面的输出来自那次构建。要自己运行，请运行全部单元格；第一个代码单元格"
+    "会在缺少时安装本书的库 `lnbn_utils`，并检查 torch 和 transformers 的版本。"
+    "*全部运行*之后，代码单元格的输出是你自己运行的结果，但正文中的数字仍是构建时的数字"
+    "（正文在构建本书时已填入）。*"
+)
+
+
 def export(
-    build: Path, commit: str, colab: bool = True, keep_going: bool = False
+    build: Path,
+    commit: str,
+    colab: bool = True,
+    keep_going: bool = False,
+    lang: str = "en",
 ) -> list[Path]:
+    """Write the reader copies; ``lang="zh"``: of the Chinese edition's translated
+    chapters (``tools/translate.py build`` first), into ``_build/reader/zh``."""
+    import translate
+
+    zh = lang == "zh"
     cfg = site_config.config()
     repo, base = site_config.repository_url(cfg), site_config.base_url(cfg)
     html, cache_dir, out_dir = (
-        build / "html",
+        build / "html" / ("zh" if zh else ""),
         build / ".jupyter_cache",
-        build / "reader",
+        build / "reader" / ("zh" if zh else ""),
     )
+    src_root = build / "zh_src" if zh else ROOT
+    base = base + "zh/" if zh and base else base
     if not (html / "index.html").exists():
         raise SystemExit(f"{html} has no built book: run `jupyter-book build .` first")
     bib = Bibliography(
         [ROOT / p for p in cfg.get("bibtex_bibfiles", [])],
-        site_config.base_url(cfg) and base + "book/bibliography.html",
+        base and base + "book/bibliography.html",
     )
     site = Site(html, base)
     stores: dict[str, dict] = {}
@@ -599,7 +619,9 @@ def export(
     written, problems = [], []
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     for name, _title in site_config.chapters():  # the notebooks the book builds
-        source = ROOT / name
+        if zh and not translate.store_path(Path(name)).exists():
+            continue  # not yet translated
+        source = src_root / name
         executed = executed_notebook(source, cache_dir)
         stores[f"{source.stem}.ipynb"] = glue_store(executed)
         page = f"book/{source.stem}.html"
@@ -612,6 +634,8 @@ def export(
             keep_going,
         )
         book_link = _link("the online book", site.url(page)) if base else "the book"
+        if zh:
+            book_link = _link("在线书籍", site.url(page)) if base else "本书"
         note = (
             f'*This notebook is a chapter of {book_link} "{cfg.get("title", "")}", '
             f"executed when the book was built ({when}, commit "
@@ -622,7 +646,14 @@ def export(
             "your run's, but the numbers written into the text stay the build's "
             "(the text was filled in when the book was built).*"
         )
+        if zh:
+            title = translate.TITLE_ZH
+            note = NOTE_ZH.format(
+                book=book_link, title=title, when=when, commit=commit[:12] or "unknown"
+            )
         nb = reader_copy(executed, rewriter, repo, commit, note)
+        if zh:
+            translate.swap_figure_texts(nb)
         problems += rewriter.errors + check(nb, source.name)
         target = out_dir / "book" / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -631,7 +662,7 @@ def export(
         download.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, download)  # what the page's download button serves
         written.append(target)
-    for page in sorted((ROOT / "book").glob("*.md")):
+    for page in sorted((src_root / "book").glob("*.md")):
         # the download button of a text page serves its text with the numbers filled in
         src = page.read_text()
         if "{glue" not in src:
@@ -649,8 +680,14 @@ def export(
         "Generated: edits here are overwritten by the next build.\n"
     )
     _zip_all(written, html / "_downloads" / "lnbn-book-notebooks.zip")
-    if colab:
+    if colab and not zh:  # the English pass re-points every page, zh/ included
         _point_colab_at_reader_branch(html, cfg)
+    if colab and zh:  # a translated chapter's Colab button opens its Chinese copy
+        for target in written:
+            page = html / "book" / target.with_suffix(".html").name
+            text = page.read_text()
+            blob = f"/blob/{site_config.READER_BRANCH}/book/"
+            page.write_text(text.replace(blob, blob.replace("/book/", "/zh/book/")))
     if problems:
         raise SystemExit(
             "reader notebooks written, with problems (--keep-going):\n  "
@@ -703,6 +740,12 @@ def main(argv: list[str]) -> int:
         help="write every copy even with problems (marked in the text), then fail",
     )
     ap.add_argument(
+        "--lang",
+        choices=("en", "zh"),
+        default="en",
+        help="zh: the Chinese edition's chapters (after tools/translate.py build)",
+    )
+    ap.add_argument(
         "--check",
         nargs="+",
         type=Path,
@@ -733,10 +776,10 @@ def main(argv: list[str]) -> int:
             "the install cell pins "
             f"{commit[:12] or 'no commit'}, which does not hold them"
         )
-    written = export(args.build, commit, keep_going=args.keep_going)
+    written = export(args.build, commit, keep_going=args.keep_going, lang=args.lang)
     repo = site_config.repository_url()
     print(
-        f"{len(written)} reader notebooks in {args.build / 'reader' / 'book'} "
+        f"{len(written)} reader notebooks in {written[0].parent if written else '-'} "
         f"(install cell: {repo or 'no repository set'} @ {commit[:12] or 'main'}); "
         "download buttons serve them, Colab buttons open the "
         f"'{site_config.READER_BRANCH}' branch"

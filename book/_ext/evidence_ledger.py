@@ -59,6 +59,35 @@ CLAIMS = {
     5: "Beyond the claims: after LayerNorm",
     6: "Audit your own model",
 }
+# The Chinese edition (tools/translate.py, Sphinx language zh_CN): headings and column
+# names; the rows (statements, controls, tests) are the English records.
+ZH = {
+    "Finding": "实证发现",
+    "Measured [95% interval]": "测量值 [95% 区间]",
+    "Control": "对照",
+    "Test": "检验",
+    "Seed sweep": "种子扫描",
+    "Shape; interval over": "形状；区间取自",
+    "Page": "页面",
+    "Findings": "实证发现",
+    "Checks": "核验",
+    "Seed sweep of its findings": "其实证发现的种子扫描",
+    CLAIMS[0]: "背景：两种归一化方式",
+    CLAIMS[1]: "论断 1：批量依赖与并行处理",
+    CLAIMS[2]: "论断 2：可变序列长度",
+    CLAIMS[3]: "论断 3：训练稳定性",
+    CLAIMS[4]: "论断 4：内存效率",
+    CLAIMS[5]: "论断之外：LayerNorm 之后",
+    CLAIMS[6]: "审查你自己的模型",
+}
+
+
+def _t(app: Sphinx, text: str) -> str:
+    """``text`` in the build's language (Chinese where :data:`ZH` has it)."""
+    zh = (app.config.language or "en").startswith("zh")
+    return ZH.get(text, text) if zh else text
+
+
 FINDING_CALL = re.compile(r"""lu\.finding\(\s*["'](\w+)["']""")
 
 
@@ -255,7 +284,7 @@ def _table(app: Sphinx, fromdoc: str, records: list[dict]) -> nodes.table:
     for width in (30, 16, 14, 16, 12, 12):
         group += nodes.colspec(colwidth=width)
     head = nodes.thead()
-    head += _row(HEADER)
+    head += _row([_t(app, h) for h in HEADER])
     group += head
     body = nodes.tbody()
     sweeps: dict[str, dict] = {}
@@ -405,7 +434,7 @@ def _sweep_table(app: Sphinx, fromdoc: str, records: list[dict]) -> nodes.table:
     for width in (34, 12, 12, 42):
         group += nodes.colspec(colwidth=width)
     head = nodes.thead()
-    head += _row(header)
+    head += _row([_t(app, h) for h in header])
     group += head
     body = nodes.tbody()
     pages = [
@@ -456,12 +485,14 @@ def resolve(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     _check(app, records)
     content: list[nodes.Node] = []
     n_docs = len({r["docname"] for r in records})
-    content.append(
-        nodes.paragraph(text=f"{len(records)} findings from {n_docs} pages.")
-    )
+    summary = f"{len(records)} findings from {n_docs} pages."
+    if _t(app, "Test") != "Test":
+        summary = f"共 {len(records)} 个实证发现，来自 {n_docs} 个页面。"
+    content.append(nodes.paragraph(text=summary))
     for claim in sorted({r["claim"] for r in records}):
         group = [r for r in records if r["claim"] == claim]
-        content.append(nodes.rubric(text=CLAIMS.get(claim, f"Claim {claim}")))
+        title = CLAIMS.get(claim, f"Claim {claim}")
+        content.append(nodes.rubric(text=_t(app, title)))
         content.append(_table(app, docname, group))
     for node in placeholders:
         node.replace_self(content)
