@@ -31,7 +31,11 @@ def _key_bytes(f: Path) -> bytes:
     data = f.read_bytes()
     if f.suffix == ".txt":
         lines = data.splitlines(keepends=True)
-        data = b"".join(ln for ln in lines if BUILD_ONLY not in ln)
+        data = b"".join(
+            ln
+            for ln in lines
+            if BUILD_ONLY not in ln and not ln.lstrip().startswith(b"#")
+        )  # comments and build-only pins do not change what a notebook computes
     return data
 
 
