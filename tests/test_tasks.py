@@ -70,3 +70,17 @@ def test_both_tasks_live_in_tasks_and_keep_their_import_paths():
 
     assert VariableLengthTask is lu.tasks.VariableLengthTask is lu.VariableLengthTask
     assert {"MajorityTask", "VariableLengthTask"} <= set(lu.tasks.__all__)
+
+
+def test_majority_classifier_is_seeded_and_trains():
+    task = lu.MajorityTask(max_len=8)
+    a = lu.majority_classifier(task, "masked_batch", "rotary", seed=3)
+    b = lu.majority_classifier(task, "masked_batch", "rotary", seed=3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q)
+    assert not a.cfg.causal and a.cfg.n_classes == 2 and a.cfg.position == "rotary"
+    m = lu.train_majority_classifier(task, "layer", seed=0, steps=3, buckets=True)
+    tokens, mask, _ = task.batch(4, torch.Generator().manual_seed(0))
+    assert m(tokens, mask).shape == (4, 2)
+    with pytest.raises(TypeError, match="buckets as a bool"):
+        lu.train_majority_classifier(task, "layer", seed=0, steps=1, buckets=1)

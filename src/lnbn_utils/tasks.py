@@ -19,8 +19,16 @@ import torch
 
 from ._args import check_int
 from .masking import integer_lengths, lengths_to_padding_mask
+from .models import TinyTransformer, TransformerConfig
+from .repro import seed_everything
+from .train import classifier_loss, train
 
-__all__ = ["MajorityTask", "VariableLengthTask"]
+__all__ = [
+    "MajorityTask",
+    "VariableLengthTask",
+    "majority_classifier",
+    "train_majority_classifier",
+]
 
 
 @dataclass(frozen=True)
@@ -225,3 +233,67 @@ def _batch_lengths(
     if int(lengths.min()) < least:
         raise ValueError(f"expected lengths >= {least}, got min {int(lengths.min())}")
     return lengths
+
+
+def majority_classifier(
+    task: MajorityTask,
+    norm: str,
+    position: str = "learned",
+    *,
+    seed: int,
+    init: str = "gpt2",
+    n_embd: int = 32,
+    block_size: int = 64,
+) -> TinyTransformer:
+    """A one-layer, non-causal ``TinyTransformer`` classifier for ``task`` (4 heads).
+
+    The weights depend only on ``seed`` and the configuration; they are drawn after
+    ``seed_everything(seed)``. ``init`` is ``TransformerConfig.init`` ("gpt2" or
+    "legacy", whose position embedding is N(0, 1)).
+
+    Example:
+        >>> model = majority_classifier(MajorityTask(), "layer", seed=0)
+        >>> model.cfg.causal, model.cfg.n_classes
+        (False, 2)
+    """
+    seed_everything(seed)
+    cfg = TransformerConfig(
+        vocab_size=task.vocab_size, block_size=block_size, n_layer=1, n_head=4,
+        n_embd=n_embd, causal=False, n_classes=2, norm=norm, position=position,
+        init=init,
+    )  # fmt: skip
+    return TinyTransformer(cfg)
+
+
+def train_majority_classifier(
+    task: MajorityTask,
+    norm: str,
+    position: str = "learned",
+    *,
+    seed: int,
+    steps: int = 200,
+    lr: float = 2e-3,
+    batch_size: int = 32,
+    buckets: bool = False,
+) -> TinyTransformer:
+    """Train ``majority_classifier(task, norm, position, seed=seed)`` with AdamW.
+
+    Every step draws ``batch_size`` sentences from ``task`` (generator seeded with
+    ``seed + 1``), padded to the longest: random lengths, or with ``buckets`` one
+    length per batch (a length bucket). The learning rate warms up over 20 steps.
+
+    Returns: the trained model (in training mode).
+    """
+    if not isinstance(buckets, bool):
+        raise TypeError(f"expected buckets as a bool, got {buckets!r}")
+    model = majority_classifier(task, norm, position, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not buckets:
+            return task.batch(batch_size, g)
+        n = task.sample_lengths(1, g).item()  # a bucket: sentences of one length
+        return task.batch(batch_size, g, lengths=[n] * batch_size)
+
+    train(model, next_batch, classifier_loss, steps=steps, lr=lr, warmup_steps=20)
+    return model
