@@ -127,6 +127,16 @@ def test_encoder_decoder_is_not_detected_as_causal():
     assert not A.checks._is_causal(model)
 
 
+def test_decoder_only_base_models_are_detected_as_causal():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BloomConfig(n_layer=1, hidden_size=16, n_head=2, vocab_size=50)
+    torch.manual_seed(0)
+    model = transformers.BloomModel(cfg)  # no is_causal attribute anywhere
+    assert A.checks._is_causal(model)
+    r = lu.audit_model(model, torch.randint(0, 50, (4, 8)), properties=["causal"])
+    assert r.causal and r.failures() == [], r.table()  # ALiBi + causal mask: no leak
+
+
 # 5. layers that keep state between forwards
 
 
@@ -204,6 +214,27 @@ def test_main_input_name_and_output_choice():
     assert "input_values" in coupled.shape
     assert not coupled.get("batch", "eval").holds and own.get("batch", "eval").holds
     assert "'own'" in own.table()
+
+
+def test_batch_dim_reads_a_sequence_first_layer_as_independent():
+    # nn.TransformerEncoderLayer(batch_first=False) takes (T, B, C): the batch is
+    # dim 1, and the layer is per-example (LayerNorm, attention within a sequence)
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+    src = torch.randn(8, 4, 16)  # (T, B, C)
+    pad = torch.arange(8) >= torch.tensor([8, 6, 5, 7])[:, None]  # (B, T), True = pad
+    x = {"src": src, "src_key_padding_mask": pad}
+    spec = lu.PaddingSpec("src_key_padding_mask", True, sides=("right", "left"))
+    kw = dict(properties=["batch", "batch_size", "padding"], padding=spec)
+    with pytest.raises(ValueError, match="src_key_padding_mask"):
+        lu.audit_model(layer, x, **kw)  # read batch-first, T=4 does not fit the mask
+    wrong = lu.audit_model(layer, {"src": src}, properties=["batch"])
+    assert not wrong.get("batch", "eval").holds, wrong.table()  # T read as batch
+    r = lu.audit_model(layer, x, batch_dim=1, **kw)
+    assert r.failures() == [], r.table()
+    assert r.get("batch", "eval").bitwise and r.settings["batch_dim"] == 1
+    with pytest.raises(ValueError, match="batch_dim"):
+        lu.audit_model(layer, x, batch_dim=3)
 
 
 # 9. coupling through other batched inputs (a batch-wide key mask)

@@ -124,14 +124,27 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+# transformers ``config.model_type`` of decoder-only families: their base models
+# (``BloomModel``, ``OPTModel``, ...) are causal without saying so in an attribute
+DECODER_ONLY = frozenset(
+    "bloom codegen ctrl falcon gemma gemma2 gpt2 gpt_bigcode gpt_neo gpt_neox gptj "
+    "llama mistral mixtral mpt olmo openai-gpt opt phi phi3 qwen2 qwen3 stablelm "
+    "starcoder2 xglm".split()
+)
+
+
 def _is_causal(model: nn.Module) -> bool:
-    """Whether the model says it is causal (attribute, config, class, attention).
+    """Whether the model says it is causal (attribute, config, class, attention,
+    or a decoder-only ``config.model_type``).
 
     An encoder-decoder (``config.is_encoder_decoder``) is never auto-detected as
     causal: its decoder attends to the whole encoder input.
     """
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) is True:
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) is True:
         return False
+    if getattr(config, "model_type", None) in DECODER_ONLY:
+        return True  # e.g. BloomModel: its causal mask is built inside forward
     for obj in (model, getattr(model, "config", None), getattr(model, "cfg", None)):
         for attr in ("is_causal", "causal", "is_decoder"):
             if isinstance(getattr(obj, attr, None), bool) and getattr(obj, attr):
