@@ -289,6 +289,32 @@ def test_causal_cut_budget():
     assert len(cuts) == 32 and cuts[0] == 1 and cuts[-1] == 199
 
 
+class LeakAt(nn.Module):
+    """Per-example, and causal except that position 5 reads position 6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.calls = Lin(), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        h = self.lin(x).cumsum(1)  # (B, T, C): causal
+        return h + F.pad(x[:, 6:7], (0, 0, 5, x.shape[1] - 6))  # x[:, 6] into pos 5
+
+
+def test_per_example_cuts_find_a_single_leak_with_fewer_forwards():
+    model, x = LeakAt(), x48(T=16)
+    kw = dict(properties=["batch", "causal"], modes=["eval"], causal=True)
+    r = lu.audit_model(model, x, **kw)
+    assert r.get("batch", "eval").bitwise and not r.get("causal", "eval").holds
+    per_example = model.calls
+    model.calls = 0
+    lu.audit_model(model, x, properties=["causal"], modes=["eval"], causal=True)
+    # forwards: floor 3, batch 1 + 2 x 3 trials, causal 1 + the cuts: 15 cuts in
+    # 4 forwards of 4 examples, or (without the batch check) 15 forwards
+    assert (per_example, model.calls) == (3 + 7 + 1 + 4, 3 + 1 + 15)
+
+
 def test_help_imports_no_torch():
     code = (
         "import sys, lnbn_audit\n"
