@@ -11,7 +11,7 @@ BOOK = ROOT / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 PAGES = sorted(BOOK.glob("*.md"))
 
-GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
+GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`|```\{glue:figure\}\s+(\S+)")
 GLUE_CALL = re.compile(r"lu\.glue\(\s*([^,\s]+)")
 FINDING_CALL = re.compile(r"""lu\.finding\(\s*["'](\w+)["']""")
 LITERAL = re.compile(r"""^["'](\w+)["']$""")
@@ -40,7 +40,8 @@ def references() -> list[tuple[str, str, str]]:
     texts = [(p, p.read_text()) for p in PAGES]
     texts += [(p, "\n".join(_cells(p, "markdown"))) for p in NOTEBOOKS]
     for page, text in texts:
-        for target in GLUE_REF.findall(text):
+        for role, figure in GLUE_REF.findall(text):  # {glue:...}`x` or glue:figure
+            target = role or figure
             target = target.split(":")[0] if "::" not in target else target
             if "::" in target:
                 nb, name = target.split("::", 1)
