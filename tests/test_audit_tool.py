@@ -127,6 +127,16 @@ def test_encoder_decoder_is_not_detected_as_causal():
     assert not A.checks._is_causal(model)
 
 
+def test_decoder_only_base_models_are_detected_as_causal():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BloomConfig(n_layer=1, hidden_size=16, n_head=2, vocab_size=50)
+    torch.manual_seed(0)
+    model = transformers.BloomModel(cfg)  # no is_causal attribute anywhere
+    assert A.checks._is_causal(model)
+    r = lu.audit_model(model, torch.randint(0, 50, (4, 8)), properties=["causal"])
+    assert r.causal and r.failures() == [], r.table()  # ALiBi + causal mask: no leak
+
+
 # 5. layers that keep state between forwards
 
 
@@ -206,6 +216,27 @@ def test_main_input_name_and_output_choice():
     assert "'own'" in own.table()
 
 
+def test_batch_dim_reads_a_sequence_first_layer_as_independent():
+    # nn.TransformerEncoderLayer(batch_first=False) takes (T, B, C): the batch is
+    # dim 1, and the layer is per-example (LayerNorm, attention within a sequence)
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+    src = torch.randn(8, 4, 16)  # (T, B, C)
+    pad = torch.arange(8) >= torch.tensor([8, 6, 5, 7])[:, None]  # (B, T), True = pad
+    x = {"src": src, "src_key_padding_mask": pad}
+    spec = lu.PaddingSpec("src_key_padding_mask", True, sides=("right", "left"))
+    kw = dict(properties=["batch", "batch_size", "padding"], padding=spec)
+    with pytest.raises(ValueError, match="src_key_padding_mask"):
+        lu.audit_model(layer, x, **kw)  # read batch-first, T=4 does not fit the mask
+    wrong = lu.audit_model(layer, {"src": src}, properties=["batch"])
+    assert not wrong.get("batch", "eval").holds, wrong.table()  # T read as batch
+    r = lu.audit_model(layer, x, batch_dim=1, **kw)
+    assert r.failures() == [], r.table()
+    assert r.get("batch", "eval").bitwise and r.settings["batch_dim"] == 1
+    with pytest.raises(ValueError, match="batch_dim"):
+        lu.audit_model(layer, x, batch_dim=3)
+
+
 # 9. coupling through other batched inputs (a batch-wide key mask)
 
 
@@ -256,6 +287,33 @@ def test_causal_cut_budget():
     assert _cuts(8) == list(range(1, 8))
     cuts = _cuts(200, 32)
     assert len(cuts) == 32 and cuts[0] == 1 and cuts[-1] == 199
+
+
+class LeakAt(nn.Module):
+    """Per-example, and causal except that position 5 reads position 6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.calls = Lin(), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        h = self.lin(x).cumsum(1)  # (B, T, C): causal
+        return h + F.pad(x[:, 6:7], (0, 0, 5, x.shape[1] - 6))  # x[:, 6] into pos 5
+
+
+def test_per_example_cuts_find_a_single_leak_with_fewer_forwards():
+    model, x = LeakAt(), x48(T=16)
+    kw = dict(properties=["batch", "causal"], modes=["eval"], causal=True)
+    r = lu.audit_model(model, x, **kw)
+    assert r.get("batch", "eval").bitwise and not r.get("causal", "eval").holds
+    per_example = model.calls
+    model.calls = 0
+    lu.audit_model(model, x, properties=["causal"], modes=["eval"], causal=True)
+    # forwards of this model (the floor's float64 copy counts its own): floor 2,
+    # batch 1 + 2 x 3 trials, causal 1 + the cuts: 15 cuts in 4 forwards of 4
+    # examples, or (without the batch check) 15 forwards
+    assert (per_example, model.calls) == (2 + 7 + 1 + 4, 2 + 1 + 15)
 
 
 def test_help_imports_no_torch():

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "main_input_name, else input_ids, pixel_values, ...); e.g. decoder_input_ids",
     )
     p.add_argument(
+        "--batch-dim",
+        type=int,
+        default=0,
+        help="the dim of the primary input and the outputs that is the batch "
+        "(e.g. 1 for nn.TransformerEncoderLayer(batch_first=False))",
+    )
+    p.add_argument(
         "--output",
         default=None,
         help="which output to compare (a key such as logits_per_text, or an index; "

@@ -188,6 +188,7 @@ def run(a: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             model,
             example,
             primary=a.primary,
+            batch_dim=a.batch_dim,
             output=output,
             dtype=getattr(torch, a.dtype) if a.dtype else None,
             max_cuts=a.max_cuts,

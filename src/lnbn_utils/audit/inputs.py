@@ -124,6 +124,38 @@ class _Inputs:
         )
 
 
+class BatchDim(torch.nn.Module):
+    """The model seen batch-first: the audit's primary input has its batch at dim 0.
+
+    Wraps a model whose primary input carries the batch at ``dim`` (e.g.
+    ``nn.TransformerEncoderLayer(batch_first=False)``: (T, B, C)): each forward
+    moves the primary input's dim 0 to ``dim`` and every output tensor's ``dim``
+    back to 0. Other inputs pass as given (PyTorch's key padding masks are (B, T)).
+    """
+
+    def __init__(self, model: torch.nn.Module, primary: Any, dim: int) -> None:
+        super().__init__()
+        self.model, self.primary, self.dim = model, primary, dim
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        inp = _Inputs(args, kwargs, self.primary)
+        inp = inp.replace(inp.get().movedim(0, self.dim))
+        return _map_tensors(
+            self.model(*inp.args, **inp.kwargs), lambda t: t.movedim(self.dim, 0)
+        )
+
+
+def _map_tensors(out: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor of ``dim`` > 0 in a tensor, tuple or dict."""
+    if isinstance(out, torch.Tensor):
+        return fn(out) if out.dim() > 1 else out
+    if isinstance(out, Mapping):
+        return type(out)({k: _map_tensors(v, fn) for k, v in out.items()})
+    if isinstance(out, (tuple, list)):
+        return type(out)(_map_tensors(v, fn) for v in out)
+    return out
+
+
 def _batched(v: Any, B: int) -> bool:
     return isinstance(v, torch.Tensor) and v.dim() > 0 and len(v) == B
 
