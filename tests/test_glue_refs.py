@@ -12,6 +12,7 @@ NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 PAGES = sorted(BOOK.glob("*.md"))
 
 GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
+GLUE_FIGURE = re.compile(r"^```\{glue:figure\}\s+(\S+)", re.M)  # a figure directive
 GLUE_CALL = re.compile(r"lu\.glue\(\s*([^,\s]+)")
 FINDING_CALL = re.compile(r"""lu\.finding\(\s*["'](\w+)["']""")
 LITERAL = re.compile(r"""^["'](\w+)["']$""")
@@ -40,7 +41,7 @@ def references() -> list[tuple[str, str, str]]:
     texts = [(p, p.read_text()) for p in PAGES]
     texts += [(p, "\n".join(_cells(p, "markdown"))) for p in NOTEBOOKS]
     for page, text in texts:
-        for target in GLUE_REF.findall(text):
+        for target in GLUE_REF.findall(text) + GLUE_FIGURE.findall(text):
             target = target.split(":")[0] if "::" not in target else target
             if "::" in target:
                 nb, name = target.split("::", 1)
