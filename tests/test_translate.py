@@ -105,6 +105,7 @@ def test_cjk_line_breaks_are_joined_but_not_latin_ones():
     assert tr.cjk_join("中文\n  继续") == "中文继续"
     assert tr.cjk_join("中文\nLatin") == "中文\nLatin"
     assert tr.cjk_join("* 一\n* 二") == "* 一\n* 二"
+    assert tr.cjk_join(":alt: 一幅图\n图注") == ":alt: 一幅图\n图注"  # option line kept
     assert tr.cjk_join("## 标题\n中文") == "## 标题\n中文"
     assert tr.cjk_join("一\n二\n三") == "一二三"
 

@@ -321,9 +321,12 @@ def with_note(text: str, note: str) -> str:
 CJK = re.compile("[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]")
 
 
+OPTION_LINE = re.compile(r"^\s*:[\w-]+:")  # a directive option, e.g. ":alt: ..."
+
+
 def cjk_join(text: str) -> str:
     """Join a line break between two Chinese characters (HTML would show a space);
-    a heading line stays on its own."""
+    a heading line and a directive's option line (``:alt: ...``) stay on their own."""
     out: list[str] = []
     for line in text.split("\n"):
         rest = line.lstrip(" \t")
@@ -334,6 +337,7 @@ def cjk_join(text: str) -> str:
             and CJK.match(rest[0])
             and CJK.match(prev[-1])
             and not prev.lstrip().startswith("#")
+            and not OPTION_LINE.match(prev)
         ):
             out[-1] = prev + rest
         else:
