@@ -22,14 +22,13 @@ convention). Which axes each layer averages over is the whole story of the book:
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._args import check_int
+from ._args import check_int, check_real
 from .masking import check_padding_mask, real_token_weights
 
 __all__ = [
@@ -108,17 +107,11 @@ def check_norm_input(
 
 
 def _check_num_features(num_features: int) -> None:
-    if isinstance(num_features, bool) or not isinstance(num_features, int):
-        raise TypeError(f"expected num_features to be an int, got {num_features!r}")
-    if num_features < 1:
-        raise ValueError(f"expected num_features >= 1, got {num_features}")
+    check_int("num_features", num_features, least=1)
 
 
 def _check_eps(eps: float) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"expected eps to be a float, got {eps!r}")
-    if not (math.isfinite(eps) and eps >= 0):  # 0 allowed, as in PyTorch
-        raise ValueError(f"expected a finite eps >= 0, got {eps!r}")
+    check_real("eps", eps, low=0.0)  # 0 allowed, as in PyTorch
 
 
 def _check_momentum(momentum: Optional[float]) -> None:
